@@ -1,0 +1,50 @@
+# Two commands set everything up: `make run` (the main job) and `make test` (every check).
+# Both create (or reuse) the project virtual environment in $(VENV) by themselves.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+# torch goes in first, pinned, so that no unpinned requirement pulls a multi-GB CUDA build on CPU machines.
+TORCH_SPEC ?= torch==2.13.0
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+STAMP := $(VENV)/.installed
+export PIP_NO_WARN_SCRIPT_LOCATION=1
+
+.PHONY: setup run test check-sync nbtest pytest export docs bench clean
+
+setup: $(STAMP)
+
+$(STAMP): settings.ini setup.py
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo ">> installing $(TORCH_SPEC), then recsys_nb[dev] into $(VENV)"
+	@$(PIP) install "$(TORCH_SPEC)" 2> >(grep -v '^WARNING: Location' >&2)
+	@$(PIP) install -e ".[dev]" 2> >(grep -v '^WARNING: Location' >&2)
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/recsys-nb run $(ARGS)
+
+# nbdev_export + nbdev_clean must not change anything: the notebooks are the source of the library.
+check-sync: $(STAMP)
+	@before="$$(git status --porcelain; git diff | md5sum)"; \
+	PATH="$(abspath $(BIN)):$$PATH" nbdev_export && PATH="$(abspath $(BIN)):$$PATH" nbdev_clean; \
+	after="$$(git status --porcelain; git diff | md5sum)"; \
+	if [ "$$before" != "$$after" ]; then \
+	  echo "ERROR: nbdev_export/nbdev_clean changed files: the library is out of sync with the notebooks, or a"; \
+	  echo "       notebook is not clean. Review 'git status' / 'git diff' and commit the result."; \
+	  git status --short; exit 1; \
+	else echo ">> notebooks clean and library in sync"; fi
+
+nbtest: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" XLA_PYTHON_CLIENT_PREALLOCATE=false nbdev_test --n_workers 2 --timing
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+test: check-sync nbtest pytest
+
+export: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" nbdev_export && PATH="$(abspath $(BIN)):$$PATH" nbdev_clean
+
+clean:
+	rm -rf _docs _book _proc build dist *.egg-info
