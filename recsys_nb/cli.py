@@ -154,4 +154,4 @@ def main(argv:list[str]|None=None) -> int:
     emit(result, as_json=getattr(args, 'json', False))
     return 0
 
-if __name__ == '__main__' and 'ipykernel' not in sys.modules: sys.exit(main())  # `python -m recsys_nb.cli`
+if __name__ == '__main__' and Path(sys.argv[0]).stem == 'cli': sys.exit(main())  # `python -m recsys_nb.cli`, not a notebook kernel
