@@ -424,8 +424,9 @@ class RatingData:
                                str(max(self.train.date.max(), self.test.date.max()) if len(self.test) else self.train.date.max())[:10]],
                 'problems': {k: v for k, v in self.report.items() if v}}
     def __repr__(self):
+        found = {k: v for k, v in self.report.items() if v}
         return (f'RatingData({self.n_users:,} users × {self.n_movies:,} movies, {len(self.train):,} train / '
-                f'{len(self.test):,} test ratings{", report " + str(self.report) if self.report else ""})')
+                f'{len(self.test):,} test ratings; ' + (f'found: {found}' if found else 'no problems found') + ')')
 
 # %% ../nbs/00_data.ipynb #c054
 def _presence(ids:np.ndarray, size:int) -> np.ndarray:
