@@ -137,6 +137,36 @@ def _k(k, K):
 def _safe_div(a, b):
     with np.errstate(divide='ignore', invalid='ignore'): return np.where(b > 0, a / np.maximum(b, 1), np.nan)
 
+def _mean_or_values(v, reduce): return float(np.mean(v)) if reduce else v
+
+# Per-query metrics from a hit matrix `h` (n x K) and the relevant counts `n_rel` (n)
+def _hits(h, n_rel, k): return h[:, :_k(k, h.shape[1])].sum(1)
+def _recall(h, n_rel, k): return _safe_div(_hits(h, n_rel, k), n_rel)
+def _precision(h, n_rel, k): return _hits(h, n_rel, k) / _k(k, h.shape[1])
+def _hit_rate(h, n_rel, k): return (_hits(h, n_rel, k) > 0).astype(float)
+
+def _ndcg(h, n_rel, k):
+    k = _k(k, h.shape[1])
+    disc = 1.0 / np.log2(np.arange(k) + 2)
+    dcg = (h[:, :k] * disc[:min(k, h.shape[1])]).sum(1)
+    idcg = np.concatenate([[0.0], np.cumsum(disc)])[np.minimum(n_rel, k)]
+    return _safe_div(dcg, idcg)
+
+def _r_precision(h, n_rel):
+    return _safe_div((h & (np.arange(h.shape[1]) < n_rel[:, None])).sum(1), n_rel)
+
+def _first_hit(h):
+    "0-based position of the first hit per row, -1 if none."
+    return np.where(h.any(1), h.argmax(1), -1)
+
+def _mrr(h, n_rel, k):
+    first = _first_hit(h[:, :_k(k, h.shape[1])])
+    return np.where(first >= 0, 1.0 / (first + 1), 0.0)
+
+def _clicks(h, n_rel, page=10, max_rank=500):
+    first = _first_hit(h[:, :max_rank])
+    return np.where(first >= 0, first // page, max_rank // page + 1)
+
 # %% ../nbs/01_metrics.ipynb #c036
 def hits_at_k(ranked, # int array n_queries x K of item ids, best first
               relevant, # list of 1-D int arrays, or a 2-D int array padded with -1
@@ -144,9 +174,7 @@ def hits_at_k(ranked, # int array n_queries x K of item ids, best first
               reduce:bool=True, # mean over queries, or per-query values
              ):
     "Number of relevant ids among the first `k` recommendations."
-    h, _ = _hits_and_counts(ranked, relevant)
-    v = h[:, :_k(k, h.shape[1])].sum(1)
-    return float(v.mean()) if reduce else v
+    return _mean_or_values(_hits(*_hits_and_counts(ranked, relevant), k), reduce)
 
 def recall_at_k(ranked, # int array n_queries x K of item ids, best first
                 relevant, # list of 1-D int arrays, or a 2-D int array padded with -1
@@ -154,8 +182,7 @@ def recall_at_k(ranked, # int array n_queries x K of item ids, best first
                 reduce:bool=True, # mean over queries (those with a relevant id), or per-query values
                ):
     "Fraction of the relevant ids found among the first `k` recommendations."
-    h, n_rel = _hits_and_counts(ranked, relevant)
-    return _reduce(_safe_div(h[:, :_k(k, h.shape[1])].sum(1), n_rel), reduce)
+    return _reduce(_recall(*_hits_and_counts(ranked, relevant), k), reduce)
 
 def precision_at_k(ranked, # int array n_queries x K of item ids, best first
                    relevant, # list of 1-D int arrays, or a 2-D int array padded with -1
@@ -163,10 +190,7 @@ def precision_at_k(ranked, # int array n_queries x K of item ids, best first
                    reduce:bool=True, # mean over queries, or per-query values
                   ):
     "Fraction of the first `k` recommendations that are relevant."
-    h, _ = _hits_and_counts(ranked, relevant)
-    k = _k(k, h.shape[1])
-    v = h[:, :k].sum(1) / k
-    return float(v.mean()) if reduce else v
+    return _mean_or_values(_precision(*_hits_and_counts(ranked, relevant), k), reduce)
 
 def hit_rate_at_k(ranked, # int array n_queries x K of item ids, best first
                   relevant, # list of 1-D int arrays, or a 2-D int array padded with -1
@@ -174,9 +198,7 @@ def hit_rate_at_k(ranked, # int array n_queries x K of item ids, best first
                   reduce:bool=True, # mean over queries, or per-query values
                  ):
     "1 if any relevant id is among the first `k` recommendations, else 0."
-    h, _ = _hits_and_counts(ranked, relevant)
-    v = h[:, :_k(k, h.shape[1])].any(1).astype(float)
-    return float(v.mean()) if reduce else v
+    return _mean_or_values(_hit_rate(*_hits_and_counts(ranked, relevant), k), reduce)
 
 # %% ../nbs/01_metrics.ipynb #c044
 def ndcg_at_k(ranked, # int array n_queries x K of item ids, best first
@@ -185,12 +207,7 @@ def ndcg_at_k(ranked, # int array n_queries x K of item ids, best first
               reduce:bool=True, # mean over queries (those with a relevant id), or per-query values
              ):
     "Normalised discounted cumulative gain at `k` with binary relevance and a log2 discount."
-    h, n_rel = _hits_and_counts(ranked, relevant)
-    k = _k(k, h.shape[1])
-    disc = 1.0 / np.log2(np.arange(k) + 2)
-    dcg = (h[:, :k] * disc[:h[:, :k].shape[1]]).sum(1)
-    idcg = np.concatenate([[0.0], np.cumsum(disc)])[np.minimum(n_rel, k)]
-    return _reduce(_safe_div(dcg, idcg), reduce)
+    return _reduce(_ndcg(*_hits_and_counts(ranked, relevant), k), reduce)
 
 # %% ../nbs/01_metrics.ipynb #c052
 def r_precision(ranked, # int array n_queries x K of item ids, best first
@@ -198,9 +215,7 @@ def r_precision(ranked, # int array n_queries x K of item ids, best first
                 reduce:bool=True, # mean over queries (those with a relevant id), or per-query values
                ):
     "Precision among the first R recommendations, R being the number of relevant ids (RecSys Challenge 2018)."
-    h, n_rel = _hits_and_counts(ranked, relevant)
-    in_top_r = np.arange(h.shape[1]) < n_rel[:, None]
-    return _reduce(_safe_div((h & in_top_r).sum(1), n_rel), reduce)
+    return _reduce(_r_precision(*_hits_and_counts(ranked, relevant)), reduce)
 
 # %% ../nbs/01_metrics.ipynb #c056
 def r_precision_with_artists(ranked_tracks, # int array n_queries x K of track ids, best first
@@ -227,11 +242,7 @@ def clicks(ranked, # int array n_queries x K of item ids, best first (only the f
            reduce:bool=True, # mean over queries, or per-query values
           ):
     "Number of `page`-sized refreshes before the first relevant id (RecSys Challenge 2018); 51 if none in 500."
-    h, _ = _hits_and_counts(ranked, relevant)
-    h = h[:, :max_rank]
-    first = np.where(h.any(1), h.argmax(1), -1)
-    v = np.where(first >= 0, first // page, max_rank // page + 1)
-    return float(v.mean()) if reduce else v
+    return _mean_or_values(_clicks(*_hits_and_counts(ranked, relevant), page, max_rank), reduce)
 
 # %% ../nbs/01_metrics.ipynb #c065
 def mrr(ranked, # int array n_queries x K of item ids, best first
@@ -240,10 +251,7 @@ def mrr(ranked, # int array n_queries x K of item ids, best first
         reduce:bool=True, # mean over queries, or per-query values
        ):
     "Mean reciprocal rank of the first relevant id (0 when none is in the first `k`)."
-    h, _ = _hits_and_counts(ranked, relevant)
-    h = h[:, :_k(k, h.shape[1])]
-    v = np.where(h.any(1), 1.0 / (h.argmax(1) + 1), 0.0)
-    return float(v.mean()) if reduce else v
+    return _mean_or_values(_mrr(*_hits_and_counts(ranked, relevant), k), reduce)
 
 # %% ../nbs/01_metrics.ipynb #c069
 def _midranks(x):
@@ -310,13 +318,12 @@ def ranking_metrics(ranked, # int array n_queries x K of item ids, best first
                     relevant, # list of 1-D int arrays, or a 2-D int array padded with -1
                     k:int|None=None, # cut-off; default K
                    ) -> dict:
-    "Mean recall@k, precision@k, NDCG@k, hit rate@k, MRR, R-precision and clicks in one dict."
+    "Mean recall@k, precision@k, NDCG@k, hit rate@k and MRR@k, and R-precision and clicks (whole list), in one dict."
     h, n_rel = _hits_and_counts(ranked, relevant)
     k = _k(k, h.shape[1])
-    rel = pad_relevant(relevant)
-    args = (np.where(np.arange(h.shape[1]) < k, _check_ranked(ranked), -1), rel)   # positions beyond k masked
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning)
-        return {f'recall@{k}': recall_at_k(*args, k=k), f'precision@{k}': precision_at_k(*args, k=k),
-                f'ndcg@{k}': ndcg_at_k(*args, k=k), f'hit_rate@{k}': hit_rate_at_k(*args, k=k),
-                'mrr': mrr(*args, k=k), 'r_precision': r_precision(ranked, rel), 'clicks': clicks(ranked, rel)}
+        return {f'recall@{k}': _reduce(_recall(h, n_rel, k), True), f'precision@{k}': float(_precision(h, n_rel, k).mean()),
+                f'ndcg@{k}': _reduce(_ndcg(h, n_rel, k), True), f'hit_rate@{k}': float(_hit_rate(h, n_rel, k).mean()),
+                f'mrr@{k}': float(_mrr(h, n_rel, k).mean()), 'r_precision': _reduce(_r_precision(h, n_rel), True),
+                'clicks': float(_clicks(h, n_rel).mean())}

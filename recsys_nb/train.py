@@ -358,8 +358,22 @@ def fetch_metrics(metrics:dict) -> dict:
             m.update(zip(keys, vals))
     return {k: _scalar(v, k) for k, v in m.items()}
 
-def _ipywidgets_ok():
-    return importlib.util.find_spec('ipywidgets') is not None
+def _in_notebook() -> bool:
+    ip = sys.modules.get('IPython')
+    shell = ip.get_ipython() if ip is not None else None
+    return shell is not None and type(shell).__name__ == 'ZMQInteractiveShell'
+
+class _DisplayLine:
+    "File-like target for tqdm in a notebook: the latest bar line, shown in one display output updated in place."
+    def __init__(self): self.handle = None
+    def write(self, s):
+        parts = [p for p in s.replace('\n', '\r').split('\r') if p.strip()]
+        if not parts: return
+        from IPython.display import display
+        bundle = {'text/plain': parts[-1]}
+        if self.handle is None: self.handle = display(bundle, raw=True, display_id=True)
+        else: self.handle.update(bundle, raw=True)
+    def flush(self): pass
 
 def progress_bar(total:int, # number of epochs
                  initial:int=0, # epochs already done
@@ -367,10 +381,10 @@ def progress_bar(total:int, # number of epochs
                  enabled:bool=True, # False: no bar
                  **kwargs, # passed to tqdm
                 ):
-    "A tqdm bar: the notebook widget when ipywidgets is installed, else the text bar (also in notebooks)."
-    if enabled and _ipywidgets_ok(): from tqdm.auto import tqdm
-    else: from tqdm.std import tqdm
-    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True, **kwargs)
+    "A tqdm text bar: on stderr in a terminal; in a notebook, one output line updated in place."
+    from tqdm.std import tqdm
+    if enabled and _in_notebook() and 'file' not in kwargs: kwargs.update(file=_DisplayLine(), ascii=kwargs.get('ascii', False))
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, **kwargs)
 
 def _fmt(v):
     return f"{v:.4g}" if isinstance(v, float) else str(v)
@@ -478,9 +492,7 @@ def setup_plotly(renderer:str='notebook_connected', # plotly renderer to use ins
                 ) -> str:
     "Inside a notebook kernel, make `fig.show()` render with `renderer`; return the default renderer."
     import plotly.io as pio
-    ip = sys.modules.get('IPython')
-    shell = ip.get_ipython() if ip is not None else None
-    if shell is not None and type(shell).__name__ == 'ZMQInteractiveShell': pio.renderers.default = renderer
+    if _in_notebook(): pio.renderers.default = renderer
     return pio.renderers.default
 
 def _columns(df, cols, default):
@@ -490,6 +502,11 @@ def _columns(df, cols, default):
     if missing: raise KeyError(f"columns {missing} not in the history; it has {list(df.columns)}")
     return cols
 
+def _thin(df, max_points):
+    "Evenly spaced rows of `df`, first and last included, at most `max_points` of them."
+    if max_points is None or len(df) <= max_points: return df
+    return df.iloc[np.unique(np.linspace(0, len(df) - 1, max_points).round().astype(int))]
+
 def plot_history(df, # a History or its DataFrame (index = epoch)
                  left=None, # columns on the left axis; default ['loss', 'delta_loss'] when present
                  right=None, # columns on the right axis; default ['train_rmse', 'test_rmse'] when present
@@ -498,11 +515,12 @@ def plot_history(df, # a History or its DataFrame (index = epoch)
                  log_right:bool=False, # log scale for the right axis
                  left_title:str|None=None, # left axis title; default the column names
                  right_title:str|None=None, # right axis title; default the column names
+                 max_points:int|None=1000, # plot at most this many evenly spaced epochs (keeps notebooks small)
                 ):
     "Training curves with two y axes (loss-like on the left, RMSE-like on the right), as a plotly Figure."
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-    df = df.df if isinstance(df, History) else df
+    df = _thin(df.df if isinstance(df, History) else df, max_points)
     left, right = _columns(df, left, ['loss', 'delta_loss']), _columns(df, right, ['train_rmse', 'test_rmse'])
     fig = make_subplots(specs=[[{'secondary_y': True}]])
     for c in left: fig.add_trace(go.Scatter(x=df.index, y=df[c], name=c, mode='lines'), secondary_y=False)
@@ -518,12 +536,13 @@ def plot_runs(runs:dict, # {run name: History or DataFrame}
               key:str, # the metric to compare
               title:str|None=None, # figure title; default `key`
               log_y:bool=False, # log scale for y
+              max_points:int|None=1000, # plot at most this many evenly spaced epochs per run
              ):
     "One metric of several runs against the epoch, as a plotly Figure."
     import plotly.graph_objects as go
     fig = go.Figure()
     for name, df in runs.items():
-        df = df.df if isinstance(df, History) else df
+        df = _thin(df.df if isinstance(df, History) else df, max_points)
         if key not in df.columns: raise KeyError(f"run {name!r} has no column {key!r}; it has {list(df.columns)}")
         fig.add_trace(go.Scatter(x=df.index, y=df[key], name=str(name), mode='lines'))
     fig.update_layout(title=title or key, xaxis_title='epoch', yaxis_title=key, template='plotly_white', hovermode='x unified')
