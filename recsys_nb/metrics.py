@@ -85,33 +85,29 @@ def _check_ranked(ranked):
         raise TypeError(f"ranked has dtype {r.dtype}; expected integer item ids")
     return r.astype(np.int64, copy=False)
 
-def _first_occurrence(ranked):
-    "Boolean mask: True where `ranked[i, j]` is a valid id not seen earlier in row i."
-    order = np.argsort(ranked, axis=1, kind='stable')
-    s = np.take_along_axis(ranked, order, axis=1)
-    dup_sorted = np.zeros_like(s, dtype=bool)
-    dup_sorted[:, 1:] = s[:, 1:] == s[:, :-1]
-    first = np.empty_like(dup_sorted)
-    np.put_along_axis(first, order, ~dup_sorted, axis=1)
-    return first & (ranked >= 0)
-
 def _hits_and_counts(ranked, relevant):
     "Hit matrix (n x K bool) and the number of distinct relevant ids per query."
     r, rel = _check_ranked(ranked), pad_relevant(relevant)
     if len(rel) != len(r): raise ValueError(f"{len(r)} ranked rows but {len(rel)} relevant rows")
     n = len(r)
-    valid = rel >= 0
-    codes, inv = np.unique(np.concatenate([r[r >= 0], rel[valid]]), return_inverse=True)
-    width = len(codes) + 1
-    cr = np.full(r.shape, -1, dtype=np.int64); cr[r >= 0] = inv[:(r >= 0).sum()]
-    rows_rel = np.broadcast_to(np.arange(n)[:, None], rel.shape)[valid]
-    rel_keys = np.unique(rows_rel * width + inv[(r >= 0).sum():])
-    keys = np.arange(n)[:, None] * width + cr
-    pos = np.clip(np.searchsorted(rel_keys, keys), 0, max(len(rel_keys) - 1, 0))
-    hits = (rel_keys[pos] == keys) if len(rel_keys) else np.zeros(r.shape, bool)
-    hits &= _first_occurrence(r)
-    n_rel = np.bincount(rel_keys // width, minlength=n)
-    return hits, n_rel
+    ok_r, ok_rel = r >= 0, rel >= 0
+    width = int(max(r.max(initial=-1), rel.max(initial=-1))) + 1
+    if n * max(width, 1) >= 2**62:                        # keys would overflow int64: use dense codes instead
+        codes, inv = np.unique(np.concatenate([r[ok_r], rel[ok_rel]]), return_inverse=True)
+        r, rel = r.copy(), rel.copy()
+        r[ok_r], rel[ok_rel] = inv[:ok_r.sum()], inv[ok_r.sum():]
+        width = len(codes)
+    rows = np.arange(n, dtype=np.int64)[:, None]
+    rel_keys = np.unique((rows * width + rel)[ok_rel])  # sorted, duplicates gone
+    keys = np.where(ok_r, rows * width + r, -1)
+    pos = np.minimum(np.searchsorted(rel_keys, keys), max(len(rel_keys) - 1, 0))
+    hits = (rel_keys[pos] == keys) & ok_r if len(rel_keys) else np.zeros(r.shape, bool)
+    idx = np.flatnonzero(hits)                            # a repeated id counts at its first position only
+    _, first = np.unique(keys.reshape(-1)[idx], return_index=True)
+    if len(first) < len(idx):
+        repeat = np.ones(len(idx), bool); repeat[first] = False
+        hits.reshape(-1)[idx[repeat]] = False
+    return hits, np.bincount(rel_keys // max(width, 1), minlength=n)
 
 def hit_matrix(ranked, # int array n_queries x K of item ids, best first (-1: no item)
                relevant, # list of 1-D int arrays, or a 2-D int array padded with -1
@@ -119,7 +115,7 @@ def hit_matrix(ranked, # int array n_queries x K of item ids, best first (-1: no
     "Boolean n_queries x K matrix: is `ranked[i, j]` one of the relevant ids of query i."
     return _hits_and_counts(ranked, relevant)[0]
 
-# %% ../nbs/01_metrics.ipynb #c034
+# %% ../nbs/01_metrics.ipynb #c035
 def _reduce(values, reduce):
     if not reduce: return values
     values = np.asarray(values, dtype=float)
@@ -167,7 +163,7 @@ def _clicks(h, n_rel, page=10, max_rank=500):
     first = _first_hit(h[:, :max_rank])
     return np.where(first >= 0, first // page, max_rank // page + 1)
 
-# %% ../nbs/01_metrics.ipynb #c036
+# %% ../nbs/01_metrics.ipynb #c037
 def hits_at_k(ranked, # int array n_queries x K of item ids, best first
               relevant, # list of 1-D int arrays, or a 2-D int array padded with -1
               k:int|None=None, # cut-off; default K
@@ -200,7 +196,7 @@ def hit_rate_at_k(ranked, # int array n_queries x K of item ids, best first
     "1 if any relevant id is among the first `k` recommendations, else 0."
     return _mean_or_values(_hit_rate(*_hits_and_counts(ranked, relevant), k), reduce)
 
-# %% ../nbs/01_metrics.ipynb #c044
+# %% ../nbs/01_metrics.ipynb #c045
 def ndcg_at_k(ranked, # int array n_queries x K of item ids, best first
               relevant, # list of 1-D int arrays, or a 2-D int array padded with -1
               k:int|None=None, # cut-off; default K
@@ -209,7 +205,7 @@ def ndcg_at_k(ranked, # int array n_queries x K of item ids, best first
     "Normalised discounted cumulative gain at `k` with binary relevance and a log2 discount."
     return _reduce(_ndcg(*_hits_and_counts(ranked, relevant), k), reduce)
 
-# %% ../nbs/01_metrics.ipynb #c052
+# %% ../nbs/01_metrics.ipynb #c053
 def r_precision(ranked, # int array n_queries x K of item ids, best first
                 relevant, # list of 1-D int arrays, or a 2-D int array padded with -1
                 reduce:bool=True, # mean over queries (those with a relevant id), or per-query values
@@ -217,7 +213,7 @@ def r_precision(ranked, # int array n_queries x K of item ids, best first
     "Precision among the first R recommendations, R being the number of relevant ids (RecSys Challenge 2018)."
     return _reduce(_r_precision(*_hits_and_counts(ranked, relevant)), reduce)
 
-# %% ../nbs/01_metrics.ipynb #c056
+# %% ../nbs/01_metrics.ipynb #c057
 def r_precision_with_artists(ranked_tracks, # int array n_queries x K of track ids, best first
                              relevant_tracks, # list of 1-D int arrays (or padded 2-D) of relevant track ids
                              ranked_artists, # int array n_queries x K: the artist of each ranked track
@@ -234,7 +230,7 @@ def r_precision_with_artists(ranked_tracks, # int array n_queries x K of track i
     ha, _ = _hits_and_counts(candidates, relevant_artists)  # distinct relevant artists among them
     return _reduce(_safe_div((h & in_top_r).sum(1) + artist_credit * ha.sum(1), n_rel), reduce)
 
-# %% ../nbs/01_metrics.ipynb #c061
+# %% ../nbs/01_metrics.ipynb #c062
 def clicks(ranked, # int array n_queries x K of item ids, best first (only the first `max_rank` count)
            relevant, # list of 1-D int arrays, or a 2-D int array padded with -1
            page:int=10, # recommendations shown per refresh
@@ -244,7 +240,7 @@ def clicks(ranked, # int array n_queries x K of item ids, best first (only the f
     "Number of `page`-sized refreshes before the first relevant id (RecSys Challenge 2018); 51 if none in 500."
     return _mean_or_values(_clicks(*_hits_and_counts(ranked, relevant), page, max_rank), reduce)
 
-# %% ../nbs/01_metrics.ipynb #c065
+# %% ../nbs/01_metrics.ipynb #c066
 def mrr(ranked, # int array n_queries x K of item ids, best first
         relevant, # list of 1-D int arrays, or a 2-D int array padded with -1
         k:int|None=None, # cut-off; default K
@@ -253,7 +249,7 @@ def mrr(ranked, # int array n_queries x K of item ids, best first
     "Mean reciprocal rank of the first relevant id (0 when none is in the first `k`)."
     return _mean_or_values(_mrr(*_hits_and_counts(ranked, relevant), k), reduce)
 
-# %% ../nbs/01_metrics.ipynb #c069
+# %% ../nbs/01_metrics.ipynb #c070
 def _midranks(x):
     "Average 1-based ranks along the last axis (ties share their mean rank; NaNs sort last)."
     order = np.argsort(x, axis=-1, kind='stable')
@@ -289,7 +285,7 @@ def auc(pos_scores, # scores of positives: 1-D (one pool) or n_queries x P (NaN 
     if len(v) == 1 and reduce: return float(v[0])
     return _reduce(v, reduce)
 
-# %% ../nbs/01_metrics.ipynb #c075
+# %% ../nbs/01_metrics.ipynb #c076
 def top_k_accuracy(scores_or_ranked, # float scores n x C over all candidates, or int ranked ids n x K
                    true_ids, # n true candidate ids (columns of `scores`, or ids to look for in `ranked`)
                    ks=(1, 5, 10, 50, 100), # cut-offs; an int gives a single value instead of a dict
@@ -313,7 +309,7 @@ def top_k_accuracy(scores_or_ranked, # float scores n x C over all candidates, o
     if reduce: out = {k: float(v.mean()) for k, v in out.items()}
     return out[ks[0]] if single else out
 
-# %% ../nbs/01_metrics.ipynb #c083
+# %% ../nbs/01_metrics.ipynb #c084
 def ranking_metrics(ranked, # int array n_queries x K of item ids, best first
                     relevant, # list of 1-D int arrays, or a 2-D int array padded with -1
                     k:int|None=None, # cut-off; default K
