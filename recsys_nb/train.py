@@ -12,8 +12,8 @@ import pandas as pd
 # %% auto #0
 __all__ = ['seed_everything', 'rng_key', 'DeviceUnavailableError', 'get_device', 'tree_map_arrays', 'to_numpy_tree',
            'to_torch_tree', 'module_state', 'load_module_state', 'History', 'EarlyStopping', 'rng_state',
-           'set_rng_state', 'Checkpointer', 'fetch_metrics', 'progress_bar', 'fit', 'setup_plotly', 'plot_history',
-           'plot_runs', 'bar_by_group', 'box_by_group']
+           'set_rng_state', 'Checkpointer', 'fetch_metrics', 'progress_bar', 'restore_like', 'fit', 'setup_plotly',
+           'plot_history', 'plot_runs', 'bar_by_group', 'box_by_group']
 
 # %% ../nbs/01a_train.ipynb #c005
 def seed_everything(seed:int, # the seed
@@ -160,6 +160,10 @@ def _scalar(v, name='value'):
     if a.size != 1: raise TypeError(f"metric {name!r} is not a scalar: shape {a.shape}")
     return a.reshape(()).item()
 
+class _Row(dict):
+    "A dict that returns itself when called, so that `History.last` reads as a property or as a method."
+    def __call__(self): return self
+
 class History:
     "Metrics logged once per epoch; `.df` is a DataFrame indexed by epoch."
     def __init__(self, rows=None): self.rows = [dict(r) for r in (rows or [])]
@@ -174,7 +178,9 @@ class History:
         if not self.rows: return pd.DataFrame(index=pd.Index([], name='epoch'))
         return pd.DataFrame(self.rows).set_index('epoch')
     @property
-    def last(self) -> dict: return dict(self.rows[-1]) if self.rows else {}
+    def last(self) -> dict:
+        "The latest row (`{}` when empty); `h.last()` also works."
+        return _Row(self.rows[-1]) if self.rows else _Row()
     def __len__(self): return len(self.rows)
     def __getitem__(self, key): return [r.get(key, float('nan')) for r in self.rows]
     def __eq__(self, other): return isinstance(other, History) and self.to_json() == other.to_json()
@@ -389,7 +395,19 @@ def progress_bar(total:int, # number of epochs
 def _fmt(v):
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
-# %% ../nbs/01a_train.ipynb #c051
+def restore_like(state, # the current training state
+                 saved, # a saved copy of it, with NumPy leaves
+                ):
+    "`saved` with its NumPy leaves turned into JAX arrays (or PyTorch tensors) when `state` holds those."
+    kinds = set()
+    tree_map_arrays(lambda x: kinds.add(_kind(x)), state)
+    if 'jax' in kinds:
+        import jax.numpy as jnp
+        return tree_map_arrays(jnp.asarray, saved)
+    if 'torch' in kinds: return to_torch_tree(saved)
+    return saved
+
+# %% ../nbs/01a_train.ipynb #c052
 def fit(step, # step(state, epoch) -> (state, metrics dict): one epoch
         state, # initial training state (pytree of arrays, or objects with get_state/set_state)
         epochs:int, # total number of epochs (the last epoch run is epochs-1)
@@ -416,7 +434,7 @@ def fit(step, # step(state, epoch) -> (state, metrics dict): one epoch
     if on_interrupt not in ('return', 'raise'): raise ValueError(f"on_interrupt must be 'return' or 'raise', got {on_interrupt!r}")
     if int(epochs) != epochs or epochs < 0: raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
     get_state = get_state or (lambda s: s)
-    set_state = set_state or (lambda s, saved: saved)
+    set_state = set_state or restore_like
     history = History() if history is None else history
     es, ck = early_stopping, checkpointer
     delta_key = 'delta_loss' if tol_key == 'loss' else f'delta_{tol_key}'
@@ -484,10 +502,10 @@ def fit(step, # step(state, epoch) -> (state, metrics dict): one epoch
     if ck is not None and done > start_epoch: save(done, state, stopped=stopped, rng=last_rng)
     return finish(state, stopped, t0)
 
-# %% ../nbs/01a_train.ipynb #c054
+# %% ../nbs/01a_train.ipynb #c055
 # (nothing exported below this point: the rest is demonstration and tests)
 
-# %% ../nbs/01a_train.ipynb #c059
+# %% ../nbs/01a_train.ipynb #c060
 def setup_plotly(renderer:str='notebook_connected', # plotly renderer to use inside notebooks
                 ) -> str:
     "Inside a notebook kernel, make `fig.show()` render with `renderer`; return the default renderer."
