@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed
 export PIP_NO_WARN_SCRIPT_LOCATION=1
 
-.PHONY: setup run test check-sync nbtest pytest export docs bench clean
+.PHONY: setup run test check-sync nbtest pytest export docs docs-deps readme screenshots bench clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,34 @@ test: check-sync nbtest pytest
 
 export: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" nbdev_export && PATH="$(abspath $(BIN)):$$PATH" nbdev_clean
+
+# ---- docs (scripts/build_docs.py): the committed notebook outputs, never re-executed -------------------------------
+# `make docs`: the HTML site and the PDF book in _docs/ with registry packages only (pandoc from pypandoc_binary, typst,
+# kaleido driving Debian's chromium for static charts). Where Quarto is installed, `python scripts/build_docs.py
+# quarto-site` / `quarto-book` build the same through Quarto (nbs/_quarto.yml, _quarto.yml; what deploy.yaml runs).
+# `make readme`: README.md from nbs/index.ipynb. `make screenshots`: the docs as a reader sees them (headless
+# chromium, pdftoppm) in build/screenshots/, failing on a blank page, a console error or a chart that did not draw.
+DOCS_APT := chromium poppler-utils fonts-dejavu-core
+DOCS_PIP := pypandoc_binary typst kaleido
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+docs-deps: $(STAMP)
+	@missing=""; for p in $(DOCS_APT); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo ">> apt-get install$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $(SUDO) apt-get install -y -q --no-install-recommends $$missing >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q --no-install-recommends $$missing >/dev/null; }; fi
+	@$(BIN)/python -c "import pypandoc, typst, kaleido; pypandoc.get_pandoc_path()" 2>/dev/null || \
+	  { echo ">> installing $(DOCS_PIP) into $(VENV)"; $(PIP) install $(DOCS_PIP); }
+
+docs: docs-deps
+	$(BIN)/python scripts/build_docs.py site $(DOCS_ARGS)
+
+readme: $(STAMP)
+	$(BIN)/python scripts/build_docs.py readme
+
+screenshots: docs
+	$(BIN)/python scripts/screenshot_docs.py
 
 clean:
 	rm -rf _docs _book _proc build dist *.egg-info
