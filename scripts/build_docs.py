@@ -271,6 +271,10 @@ class Library:
                 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
                 from nbdev.showdoc import show_doc
                 mod = importlib.import_module(f"{cfg.get('lib_name', 'recsys_nb')}.{module}")
+                if 'flax' in sys.modules:   # flax.nnx's metaclass annotates `Any` that its module never imports,
+                    import typing           # so inspect.signature(an nnx.Module subclass) raises NameError
+                    pl = sys.modules.get('flax.nnx.pytreelib')
+                    if pl is not None and not hasattr(pl, 'Any'): pl.Any = typing.Any
                 ns = dict(vars(mod)); ns['show_doc'] = show_doc
                 self.mods[module] = ns
             except Exception as e:                     # the module may not exist yet, or not import here
