@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['seed_everything', 'rng_key', 'DeviceUnavailableError', 'get_device', 'tree_map_arrays', 'to_numpy_tree',
-           'to_torch_tree', 'module_state', 'load_module_state', 'History', 'EarlyStopping', 'rng_state',
-           'set_rng_state', 'Checkpointer', 'fetch_metrics', 'progress_bar', 'restore_like', 'fit', 'setup_plotly',
-           'plot_history', 'plot_runs', 'bar_by_group', 'box_by_group']
+__all__ = ['seed_everything', 'rng_key', 'DeviceUnavailableError', 'get_device', 'fix_flax_signatures', 'tree_map_arrays',
+           'to_numpy_tree', 'to_torch_tree', 'module_state', 'load_module_state', 'History', 'EarlyStopping',
+           'rng_state', 'set_rng_state', 'Checkpointer', 'fetch_metrics', 'progress_bar', 'restore_like', 'fit',
+           'setup_plotly', 'plot_history', 'plot_runs', 'bar_by_group', 'box_by_group']
 
 # %% ../nbs/01a_train.ipynb #c005
 def seed_everything(seed:int, # the seed
@@ -75,6 +75,14 @@ def get_device(framework:str='jax', # 'jax' or 'torch'
     return devs[idx] if framework == 'jax' else torch.device(f'cuda:{idx}')
 
 # %% ../nbs/01a_train.ipynb #c015
+def fix_flax_signatures():
+    "Make `inspect.signature` (and so `show_doc`) work on Flax NNX module classes."
+    import importlib, typing
+    try: pl = importlib.import_module('flax.nnx.pytreelib')
+    except ImportError: return
+    if not hasattr(pl, 'Any'): pl.Any = typing.Any
+
+# %% ../nbs/01a_train.ipynb #c019
 def _kind(x):
     "'numpy', 'jax', 'torch' or None for a non-array leaf."
     if isinstance(x, (np.ndarray, np.generic)): return 'numpy'
@@ -120,7 +128,7 @@ def to_torch_tree(tree, # a pytree of arrays (typically loaded from a checkpoint
     def conv(x): return torch.as_tensor(np.array(_leaf_to_numpy(x)), device=device)
     return tree_map_arrays(conv, tree)
 
-# %% ../nbs/01a_train.ipynb #c021
+# %% ../nbs/01a_train.ipynb #c025
 def _is_nnx(x):
     return 'flax' in sys.modules and isinstance(x, (sys.modules['flax'].nnx.Module, sys.modules['flax'].nnx.Optimizer)) \
         if 'flax.nnx' in sys.modules else False
@@ -151,7 +159,7 @@ def load_module_state(objs, # the objects `saved` was read from (modified in pla
     else: raise TypeError(f"cannot load state into a {type(objs).__name__}")
     return objs
 
-# %% ../nbs/01a_train.ipynb #c028
+# %% ../nbs/01a_train.ipynb #c032
 def _scalar(v, name='value'):
     "A Python int/float/str/bool from a Python, NumPy, JAX or PyTorch scalar."
     if v is None or type(v) in (bool, int, float, str): return v
@@ -215,7 +223,7 @@ class History:
         if not s.lstrip().startswith('['): s = Path(s).read_text()
         return cls.from_dict(json.loads(s))
 
-# %% ../nbs/01a_train.ipynb #c034
+# %% ../nbs/01a_train.ipynb #c038
 class EarlyStopping:
     "Stop when `monitor` has not improved for `patience` updates; keep a copy of the best state."
     def __init__(self, monitor:str='val_rmse', # metric to watch
@@ -267,7 +275,7 @@ class EarlyStopping:
         for k in ('best_value', 'best_epoch', 'best_state', 'wait', 'should_stop', 'epoch'): setattr(self, k, d[k])
         return self
 
-# %% ../nbs/01a_train.ipynb #c040
+# %% ../nbs/01a_train.ipynb #c044
 def rng_state() -> dict:
     "The states of Python's, NumPy's and (when imported) PyTorch's global random generators."
     s = {'python': random.getstate(), 'numpy': np.random.get_state()}
@@ -349,7 +357,7 @@ class Checkpointer:
 
     def __repr__(self): return f"Checkpointer({str(self.directory)!r}, every={self.every}, keep={self.keep}, {len(self.list())} files)"
 
-# %% ../nbs/01a_train.ipynb #c048
+# %% ../nbs/01a_train.ipynb #c052
 def fetch_metrics(metrics:dict) -> dict:
     "Bring a dict of scalars (Python, NumPy, JAX or PyTorch; on any device) to Python numbers in one transfer."
     m = dict(metrics)
@@ -407,7 +415,7 @@ def restore_like(state, # the current training state
     if 'torch' in kinds: return to_torch_tree(saved)
     return saved
 
-# %% ../nbs/01a_train.ipynb #c052
+# %% ../nbs/01a_train.ipynb #c056
 def fit(step, # step(state, epoch) -> (state, metrics dict): one epoch
         state, # initial training state (pytree of arrays, or objects with get_state/set_state)
         epochs:int, # total number of epochs (the last epoch run is epochs-1)
@@ -502,10 +510,10 @@ def fit(step, # step(state, epoch) -> (state, metrics dict): one epoch
     if ck is not None and done > start_epoch: save(done, state, stopped=stopped, rng=last_rng)
     return finish(state, stopped, t0)
 
-# %% ../nbs/01a_train.ipynb #c055
+# %% ../nbs/01a_train.ipynb #c059
 # (nothing exported below this point: the rest is demonstration and tests)
 
-# %% ../nbs/01a_train.ipynb #c060
+# %% ../nbs/01a_train.ipynb #c064
 def setup_plotly(renderer:str='notebook_connected', # plotly renderer to use inside notebooks
                 ) -> str:
     "Inside a notebook kernel, make `fig.show()` render with `renderer`; return the default renderer."
