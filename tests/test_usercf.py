@@ -1,0 +1,158 @@
+"""Property tests of recsys_nb.usercf against the per-pair reference loops, backend agreement, Surprise parity on
+MovieLens 100K (skipped when ../shared/data is absent), streaming, validation and the command line."""
+import itertools, json, subprocess, sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings, HealthCheck, strategies as st
+
+from recsys_nb.usercf import (UserCF, SIMILARITIES, FALLBACKS, make_trainset, baseline_als, naive_similarity,
+                              naive_predict, keep_top_k, evaluate_usercf)
+
+ML100K = Path(__file__).parents[2] / 'shared' / 'data' / 'ml-100k' / 'u.data'
+
+@st.composite
+def rating_sets(draw, max_users=14, max_movies=12):
+    "Random small rating matrices: whole or half stars, distinct pairs, some users/movies without ratings."
+    n, m = draw(st.integers(2, max_users)), draw(st.integers(2, max_movies))
+    cells = draw(st.lists(st.integers(0, n * m - 1), min_size=1, max_size=n * m, unique=True))
+    half = draw(st.booleans())
+    stars = draw(st.lists(st.integers(1, 10 if half else 5), min_size=len(cells), max_size=len(cells)))
+    r = np.array(stars, np.float32) / (2 if half else 1)
+    cells = np.array(cells)
+    return cells // m, cells % m, r, n + 1, m + 1        # one extra user and movie without ratings
+
+opts = st.fixed_dictionaries({'sim': st.sampled_from(SIMILARITIES), 'k': st.sampled_from([None, 1, 2, 3, 5, 50]),
+                              'min_k': st.sampled_from([0, 1, 2, 3]), 'center': st.booleans(),
+                              'fallback': st.sampled_from(FALLBACKS), 'min_support': st.sampled_from([1, 2, 3])})
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rating_sets(), opts)
+def test_equals_reference_loops(data, o):
+    u, m, r, n, nm = data
+    model = UserCF(**o, clip=False).fit((u, m, r), shape=(n, nm))
+    ts = model.ts
+    bias = baseline_als(ts) if o['sim'] == 'pearson_baseline' else None
+    ref_S = naive_similarity(u, m, r, n, o['sim'], o['min_support'], 100., bias, ts.global_mean)
+    S = model.similarity()
+    assert np.abs(S - ref_S).max() < 1e-5
+    pairs = [(a, b) for a in range(n + 1) for b in range(nm + 1)]
+    pu, pm = np.array(pairs).T
+    got = model.predict_pairs(pu, pm)
+    ref = naive_predict(u, m, r, S.astype(np.float64), pairs, o['k'], o['min_k'], o['center'], o['fallback'])
+    assert np.isfinite(got).all()
+    assert np.abs(got - ref).max() < 1e-5
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(-3, 6), min_size=1, max_size=15), st.integers(1, 16))
+def test_keep_top_k_is_surprise_nlargest(row, k):
+    import heapq
+    row = np.array(row, np.float64) / 2
+    top = heapq.nlargest(k, list(enumerate(row)), key=lambda t: t[1])
+    ref = np.zeros_like(row)
+    for j, s in top:
+        if s > 0: ref[j] = s
+    assert (keep_top_k(row[None], k)[0] == ref).all()
+
+def random_ratings(n, m, count, seed):
+    rng = np.random.default_rng(seed)
+    keys = rng.choice(n * m, count, replace=False)
+    return keys // m, keys % m, rng.integers(1, 6, count).astype(np.float32)
+
+@pytest.mark.parametrize('backend', ['torch', 'jax'])
+def test_backends_agree(backend):
+    u, m, r = random_ratings(80, 50, 1500, 1)
+    rng = np.random.default_rng(2)
+    pu, pm = rng.integers(0, 82, 2000), rng.integers(0, 52, 2000)
+    for sim, (k, center, min_k) in itertools.product(SIMILARITIES, [(None, False, 1), (None, True, 2), (9, False, 3), (9, True, 1)]):
+        kw = dict(sim=sim, k=k, center=center, min_k=min_k)
+        a = UserCF(**kw).fit((u, m, r), shape=(80, 50))
+        b = UserCF(**kw, backend=backend, device='cpu').fit((u, m, r), shape=(80, 50))
+        pa, da = a.predict_pairs(pu, pm, return_details=True)
+        pb, db = b.predict_pairs(pu, pm, return_details=True)
+        assert np.abs(pa - pb).max() < 1e-4, kw
+        assert (da['actual_k'] == db['actual_k']).all() and a.fallbacks == b.fallbacks
+        assert np.abs(a.similarity() - b.similarity()).max() < 1e-6
+
+@pytest.mark.parametrize('backend', ['numpy', 'torch'])
+def test_streamed_blocks_equal_whole(backend):
+    u, m, r = random_ratings(120, 60, 2500, 3)
+    rng = np.random.default_rng(4)
+    pu, pm = rng.integers(0, 120, 3000), rng.integers(0, 60, 3000)
+    for sim, k in itertools.product(['cosine', 'msd', 'pearson_baseline'], [None, 6]):
+        whole = UserCF(sim, k=k, backend=backend, device='cpu' if backend != 'numpy' else None).fit((u, m, r), shape=(120, 60))
+        blocks = UserCF(sim, k=k, backend=backend, device='cpu' if backend != 'numpy' else None, store='blocks',
+                        memory_budget=2 ** -11).fit((u, m, r), shape=(120, 60))
+        assert blocks.S is None and whole.S is not None
+        assert np.abs(whole.predict_pairs(pu, pm) - blocks.predict_pairs(pu, pm)).max() < 1e-5
+
+def test_float64_similarities_and_top_k_neighbourhood():
+    u, m, r = random_ratings(50, 30, 600, 5)
+    a = UserCF('pearson', k=5, dtype='float64').fit((u, m, r), shape=(50, 30))
+    assert a.similarity().dtype == np.float64
+    b = UserCF('pearson', k=5, neighbourhood='top_k', backend='numpy').fit((u, m, r), shape=(50, 30))
+    assert b.nb_users.shape == (50, 5) and b.S is None
+    p = b.predict_pairs(np.arange(50), np.zeros(50, np.int64))
+    assert np.isfinite(p).all()
+
+def test_input_validation():
+    with pytest.raises(ValueError, match='rated more than once'): UserCF().fit(([0, 0], [1, 1], [3., 4.]))
+    with pytest.raises(ValueError, match="reads as 'missing'"): UserCF().fit(([0, 1], [1, 1], [3., 0.]))
+    with pytest.raises(ValueError, match='not finite'): UserCF().fit(([0, 1], [1, 1], [3., np.nan]))
+    with pytest.raises(ValueError, match='sim must be'): UserCF('jaccard')
+    with pytest.raises(ValueError, match='k must be'): UserCF(k=0)
+    with pytest.raises(ValueError, match='needs k'): UserCF(neighbourhood='top_k')
+    with pytest.raises(TypeError): UserCF().fit('ratings.csv')
+    model = UserCF().fit(([0, 1, 2], [0, 1, 1], [3., 4., 5.]))
+    with pytest.raises(ValueError, match='integer'): model.predict_pairs(np.array([0.5]), np.array([1]))
+    with pytest.raises(ValueError, match='one length'): model.predict_pairs(np.array([0, 1]), np.array([1]))
+    with pytest.raises(RuntimeError, match='fit'): UserCF().predict_pairs([0], [0])
+
+def test_never_nan_and_fallbacks_counted():
+    R = sp.csr_matrix(np.array([[5, 3, 0, 1], [4, 0, 0, 1], [1, 1, 0, 5], [0, 1, 5, 4], [0, 0, 4, 0]], np.float32))
+    for fb in FALLBACKS:
+        model = UserCF('cosine', fallback=fb).fit(R)
+        p = model.predict_pairs(np.array([4, 0, 5, 1, 2]), np.array([0, 2, 0, 9, 1]))
+        assert np.isfinite(p).all()
+        assert model.fallbacks == {'unknown_user': 1, 'unknown_movie': 1, 'too_few_neighbours': 1, 'total': 3}
+        assert p[2] == pytest.approx(model.ts.global_mean)
+        assert p[3] == pytest.approx(model.ts.user_mean[1] if fb == 'user_mean' else model.ts.global_mean)
+
+@pytest.mark.skipif(not ML100K.exists(), reason='../shared/data/ml-100k not present')
+@pytest.mark.parametrize('algo,sim', [('KNNBasic', 'msd'), ('KNNBasic', 'cosine'), ('KNNWithMeans', 'pearson'),
+                                      ('KNNWithMeans', 'pearson_baseline')])
+def test_surprise_parity_ml100k(algo, sim):
+    surprise = pytest.importorskip('surprise')
+    from surprise.model_selection import KFold
+    from recsys_nb.data import read_ratings, kfold_split, make_rating_data
+    data = make_rating_data(*next(kfold_split(read_ratings(ML100K), 5, 0)))
+    s_train, s_test = next(KFold(n_splits=5, random_state=0).split(
+        surprise.Dataset.load_from_file(str(ML100K), surprise.Reader('ml-100k'))))
+    u, m, r = data.triples('test')
+    ours_sim = 'cosine_common' if sim == 'cosine' else sim
+    for k in (10_000, 40):
+        est = np.array([p.est for p in getattr(surprise, algo)(k=k, sim_options={'name': sim, 'user_based': True},
+                                                               verbose=False).fit(s_train).test(s_test)])
+        p = UserCF(ours_sim, k=k, center=algo == 'KNNWithMeans', fallback='global_mean').fit(data).predict_pairs(u, m)
+        d = np.abs(p - est)
+        rm_s, rm_o = np.sqrt(np.mean((est - r) ** 2)), np.sqrt(np.mean((p - r) ** 2))
+        if k > 1000: assert d.max() < 1e-4                      # all neighbours: every prediction
+        else: assert np.mean(d <= 1e-4) >= 0.99 and abs(rm_s - rm_o) < 1e-3
+    p64 = UserCF(ours_sim, k=40, center=algo == 'KNNWithMeans', fallback='global_mean', dtype='float64').fit(data).predict_pairs(u, m)
+    assert np.abs(p64 - est).max() < 1e-5                      # float64 similarities: ties broken identically
+
+def test_evaluate_and_cli(tmp_path):
+    from recsys_nb.data import synth_netflix, load_netflix
+    d = synth_netflix(tmp_path / 'tiny', size='tiny', seed=0)
+    res = evaluate_usercf(load_netflix(d), sim='msd', k=20)
+    for key in ('train_rmse', 'test_rmse', 'test_mae', 'seconds', 'fallbacks'): assert key in res
+    assert res['fallbacks']['total'] == 0 and res['test_rmse'] < 1.2
+    from recsys_nb import cli
+    if 'usercf' not in cli.COMMANDS: pytest.skip("the recsys-nb command table has no 'usercf' entry yet")
+    out = subprocess.run([sys.executable, '-m', 'recsys_nb.cli', 'usercf', '--data', str(d), '--sim', 'msd', '--k', '20',
+                          '--json'], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got['test_rmse'] == pytest.approx(res['test_rmse'], abs=1e-9)
