@@ -411,6 +411,8 @@ class PlaylistRecords:
                        {f: z[f'next_{f}'] for f in RECORD_FIELDS})
 
 # %% ../nbs/10_spotify.ipynb #c055
+_TRACK_COLUMNS = ('track_uri', 'track_name', 'album_uri', 'album_name', 'artist_uri', 'artist_name', 'duration_ms')
+
 def _source_signature(files, topk, min_next) -> dict:
     return {'files': [[f.name, f.stat().st_size, int(f.stat().st_mtime)] for f in files], 'topk': topk, 'min_next': min_next}
 
@@ -445,7 +447,7 @@ def prepare_records(data, # slice files: see `slice_files`
                     i = d.get(u)
                     if i is None:
                         i = d[u] = len(d)
-                        if f == 'track': tracks.append(t)
+                        if f == 'track': tracks.append(tuple(t[c] for c in _TRACK_COLUMNS))   # not the dict: less memory
                     ids[f].append(i)
             if pl['num_tracks'] < min_next: skipped += 1; continue
             pid.append(pl['pid'])
@@ -463,7 +465,7 @@ def prepare_records(data, # slice files: see `slice_files`
     bar.close()
     for f in RECORD_FIELDS:
         (out/f'{f}_uri_dict.json').write_text(json.dumps(dicts[f]))
-    at = pd.DataFrame(tracks, columns=['track_uri', 'track_name', 'album_uri', 'album_name', 'artist_uri', 'artist_name', 'duration_ms'])
+    at = pd.DataFrame(tracks, columns=list(_TRACK_COLUMNS))
     at.insert(0, 'track', np.arange(len(at), dtype=np.int32))
     at.insert(3, 'album', np.array([dicts['album'][u] for u in at.album_uri], np.int32))
     at.insert(6, 'artist', np.array([dicts['artist'][u] for u in at.artist_uri], np.int32))
@@ -621,6 +623,10 @@ class SpotifyConfig:
         if set(self.losses) - set(LOSS_TERMS): raise ValueError(f'unknown loss terms {sorted(set(self.losses) - set(LOSS_TERMS))}')
         if self.optimizer not in OPTIMIZERS: raise ValueError(f'optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}')
         if self.context_pool not in ('max', 'mean'): raise ValueError(f"context_pool must be 'max' or 'mean'")
+        for k in ('feature_size', 'max_albums', 'n_negatives', 'max_next', 'batch_size', 'steps', 'log_every', 'k'):
+            if int(getattr(self, k)) != getattr(self, k) or getattr(self, k) < 1:
+                raise ValueError(f'{k} must be a positive integer, got {getattr(self, k)!r}')
+        if self.eval_every < 0 or self.learning_rate <= 0: raise ValueError('eval_every must be >= 0 and learning_rate > 0')
 
 def make_optimizer(cfg:SpotifyConfig) -> optax.GradientTransformation:
     "The optax transformation named by `cfg.optimizer`."
@@ -628,7 +634,7 @@ def make_optimizer(cfg:SpotifyConfig) -> optax.GradientTransformation:
     if cfg.optimizer == 'adam': return optax.adam(cfg.learning_rate)
     return optax.rmsprop(cfg.learning_rate)
 
-# %% ../nbs/10_spotify.ipynb #c082
+# %% ../nbs/10_spotify.ipynb #c083
 class BatchSampler:
     "Fixed-shape batches of training records: shuffled epochs, next tracks subsampled to `width`."
     def __init__(self, records:PlaylistRecords, batch_size:int, width:int, seed:int=0):
@@ -663,7 +669,7 @@ class BatchSampler:
     def set_state(self, s:dict):
         self.rng.bit_generator.state = s['rng']; self.order, self.pos, self.epoch = np.asarray(s['order']), int(s['pos']), int(s['epoch'])
 
-# %% ../nbs/10_spotify.ipynb #c086
+# %% ../nbs/10_spotify.ipynb #c087
 def make_train_step(graphdef, # from `nnx.split((model, optimizer))`
                     cfg:SpotifyConfig,
                     corpus_album, # (n_tracks,) album id of every track
@@ -689,7 +695,7 @@ def make_train_step(graphdef, # from `nnx.split((model, optimizer))`
         return nnx.state((model, opt)), metrics
     return step
 
-# %% ../nbs/10_spotify.ipynb #c089
+# %% ../nbs/10_spotify.ipynb #c090
 def eval_batch_size(n_tracks:int, context:int=5, budget:int=2**26) -> int:
     "Playlists per ranking batch so that a (batch, context, n_tracks) float block stays within `budget` numbers."
     return int(max(1, min(512, budget // max(1, context * n_tracks))))
@@ -739,10 +745,10 @@ def random_scorer(n_tracks:int) -> tuple:
     "A scorer for `rank_corpus`: uniform random scores, different for every playlist."
     return (lambda args, ct, ca, cr, key: jax.random.uniform(key, (ct.shape[0], n_tracks))), ()
 
-# %% ../nbs/10_spotify.ipynb #c093
+# %% ../nbs/10_spotify.ipynb #c094
 from .metrics import recall_at_k, ndcg_at_k, r_precision, r_precision_with_artists, clicks
 
-# %% ../nbs/10_spotify.ipynb #c094
+# %% ../nbs/10_spotify.ipynb #c095
 def artist_recall_multicount(ranked_artists, # (n, K) artist of each ranked track
                              next_artists, # (n, L) artists of the next tracks, padded with -1
                              n_next, # (n,) number of next tracks
@@ -778,7 +784,7 @@ def ranking_report(ranked, # (n, K) ranked track ids
             f'artist_recall_at_{K}_multicount': m['artist_multi'], 'ndcg': m['ndcg'], 'r_precision': m['r_precision'],
             'r_precision_artist': m['r_precision_artist'], 'clicks': m['clicks']}
 
-# %% ../nbs/10_spotify.ipynb #c100
+# %% ../nbs/10_spotify.ipynb #c101
 def track_counts(records:PlaylistRecords, n_tracks:int) -> np.ndarray:
     "How often each track appears (context and next) in `records`."
     return (np.bincount(records.context['track'].ravel(), minlength=n_tracks)
@@ -871,7 +877,7 @@ def train_spotify(prepared, # a directory written by `prepare_records`
                    n_train=len(train), n_test=len(test), n_tracks=len(at), stopped=info['stopped'])
     return SpotifyRun(model, hist, metrics, cfg, info)
 
-# %% ../nbs/10_spotify.ipynb #c103
+# %% ../nbs/10_spotify.ipynb #c104
 def ablation(prepared, # a directory written by `prepare_records`
              cfg:SpotifyConfig|None=None, # the full configuration; each row removes one of its loss terms
              progress:bool=False, # progress bars
@@ -886,7 +892,7 @@ def ablation(prepared, # a directory written by `prepare_records`
         rows['all terms' if drop is None else f'without {drop}'] = {k: m[k] for k in cols}
     return pd.DataFrame.from_dict(rows, orient='index')
 
-# %% ../nbs/10_spotify.ipynb #c106
+# %% ../nbs/10_spotify.ipynb #c107
 def _synth_cmd(args) -> dict:
     t0 = time.time()
     out = synth_mpd(args.out, args.preset, args.seed, progress=True)
@@ -918,8 +924,12 @@ def _train_cmd(args) -> dict:
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     print(f'[spotify] preparing records from {args.data} in {out/"prepared"}', file=sys.stderr, flush=True)
     rep = _prepare(args, out/'prepared')
-    cfg = config_from_args(args)
-    run = train_spotify(out/'prepared', cfg, workdir=out, baselines=not args.no_baselines, resume=not args.fresh)
+    try:
+        cfg = config_from_args(args)
+        run = train_spotify(out/'prepared', cfg, workdir=out, baselines=not args.no_baselines, resume=not args.fresh)
+    except ValueError as e:
+        if isinstance(e, DataError): raise
+        raise SystemExit(f'recsys-nb: error: {e}') from None
     run.history.to_json(out/'history.json')
     res = {**run.metrics, 'playlists': rep['playlists'], 'skipped': rep['skipped'], 'seconds': round(time.time() - t0, 2),
            'out': str(out), 'config': {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}}

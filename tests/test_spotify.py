@@ -246,3 +246,11 @@ def test_step_compiles_once(prepared):
         lengths.add(int(b['next_mask'].sum()))
         state, m = step(state, b, jax.random.PRNGKey(i))
     assert len(lengths) > 1 and step._cache_size() == 1
+
+
+def test_cli_refuses_to_mix_runs(tmp_path, tiny):
+    args = ('spotify', 'train', '--data', tiny, '--out', tmp_path, '--steps', '10', '--eval-every', '0', '--no-baselines')
+    assert cli(*args).returncode == 0
+    r = cli(*args, '--lr', '0.5')
+    assert r.returncode == 1 and 'other settings (learning_rate)' in r.stderr and 'Traceback' not in r.stderr
+    assert cli(*args, '--lr', '0.5', '--fresh').returncode == 0
