@@ -16,7 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 ML100K = ROOT.parent / 'shared' / 'data' / 'ml-100k' / 'u.data'
 
 def peak_rss_gb() -> float:
-    "Peak resident set size of this process, GB (Linux reports KiB)."
+    """Peak resident set size of this process, GB: VmHWM of /proc/self/status (getrusage's ru_maxrss would include the
+    parent's size at fork time, which Linux carries across execve)."""
+    try:
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('VmHWM:'): return int(line.split()[1]) * 1024 / 1e9
+    except OSError: pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 def run_worker(args:list, timeout=7200) -> dict:
@@ -103,6 +108,7 @@ def worker_scale(path, k, neighbourhood, memory_gb):
     t1 = time.perf_counter()
     p = model.predict_pairs(T.row, T.col)
     return {'users': R.shape[0], 'movies': R.shape[1], 'train_ratings': int(R.nnz), 'test_ratings': int(T.nnz),
+            'max_raters_per_movie': int(np.bincount(R.indices).max()),
             'sim': 'cosine', 'k': int(k), 'neighbourhood': neighbourhood, 'memory_budget_gb': float(memory_gb),
             'stored_similarity': model.S is not None, 'test_rmse': float(np.sqrt(np.mean((p - T.data) ** 2))),
             'fit_seconds': t1 - t0, 'predict_seconds': time.perf_counter() - t1, 'seconds': time.perf_counter() - t0,
@@ -127,16 +133,29 @@ def netflix_npz(work:Path) -> Path:
         save_npz(path, data.matrix('train'), data.matrix('test'))
     return path
 
-def scale_npz(work:Path, n_users=100_000, n_movies=20_000, n_ratings=10_000_000, test_frac=0.1) -> Path:
-    "Synthetic planted-structure ratings at scale (recsys_nb.data.synth_ratings), latest 10% of each user as test."
+def scale_npz(work:Path, n_users=100_000, n_movies=20_000, n_ratings=10_000_000, test_frac=0.1, seed=0) -> Path:
+    """Synthetic planted-structure ratings at scale: log-normal user activity, Zipf-like movie popularity, biases plus a
+    rank-8 interaction plus noise, rounded to 1..5 stars; a seeded random 10% of the ratings is the test set.
+    (Written here because recsys_nb.data.synth_ratings refuses this size: 'cannot distribute counts under the caps'.)"""
     import scipy.sparse as sp
-    from recsys_nb.data import synth_ratings
-    path = work / f'scale_{n_users}_{n_movies}_{n_ratings}.npz'
-    if not path.exists():
-        n_test = int(n_ratings * test_frac)
-        s = synth_ratings(n_users=n_users, n_movies=n_movies, n_train=n_ratings - n_test, n_test=n_test, seed=0)
-        mat = lambda k: sp.csr_matrix((s.rating[k].astype(np.float32), (s.u[k], s.m[k])), shape=(n_users, n_movies))
-        save_npz(path, mat(~s.is_test), mat(s.is_test))
+    path = work / f'scale_{n_users}_{n_movies}_{n_ratings}_seed{seed}.npz'
+    if path.exists(): return path
+    rng = np.random.default_rng(seed)
+    activity = rng.lognormal(0., 1., n_users)
+    counts = np.clip(np.rint(activity / activity.sum() * n_ratings * 1.12), 5, n_movies // 2).astype(np.int64)
+    pop = 1. / (rng.permutation(n_movies) + 10.) ** 0.9
+    users = np.repeat(np.arange(n_users), counts)
+    movies = rng.choice(n_movies, size=len(users), p=pop / pop.sum())
+    key = np.unique(users * n_movies + movies)                  # drop repeated draws
+    key = key[np.sort(rng.permutation(len(key))[:n_ratings])] if len(key) > n_ratings else key
+    u, m = key // n_movies, key % n_movies
+    rank = 8
+    P, Q = rng.normal(0, .75 / rank ** .25, (n_users, rank)), rng.normal(0, .75 / rank ** .25, (n_movies, rank))
+    score = 3.55 + rng.normal(0, .35, n_users)[u] + rng.normal(0, .45, n_movies)[m] + np.einsum('nk,nk->n', P[u], Q[m])
+    r = np.clip(np.rint(score + rng.normal(0, .9, len(u))), 1, 5).astype(np.float32)
+    test = rng.random(len(u)) < test_frac
+    mat = lambda k: sp.csr_matrix((r[k], (u[k], m[k])), shape=(n_users, n_movies))
+    save_npz(path, mat(~test), mat(test))
     return path
 
 # ------------------------------------------------------------------ benchmarks

@@ -14,7 +14,7 @@ __all__ = ['SIMILARITIES', 'FALLBACKS', 'BACKENDS', 'PRODUCTS', 'NEEDS', 'TRANSP
            'GATHER_COST', 'train_triples', 'TrainSet', 'make_trainset', 'sim_products', 'sim_factors', 'baseline_als',
            'combine_similarity', 'inverse_norms', 'scale_cosine', 'naive_similarity', 'keep_top_k', 'dense_split',
            'NumpyEngine', 'bucket_chunks', 'UserCF', 'count_fallbacks', 'make_engine', 'naive_predict', 'TensorEngine',
-           'evaluate_usercf', 'register_cli']
+           'evaluate_usercf', 'register_cli', 'usercf_stage']
 
 # %% ../nbs/02_usercf.ipynb #c011
 SIMILARITIES = ('cosine', 'cosine_common', 'msd', 'pearson', 'pearson_baseline')
@@ -402,7 +402,8 @@ def _numpy_fast(self, model, S, n, bu, bm):
             u0, span = int(uu[0]), int(uu[-1] - uu[0] + 1)
             Q = self._valsT[ii]                               # row p: the raters of pair p's movie and their values
             itype = np.int32 if span * n < 2 ** 31 else np.int64
-            idx = Q.indices.astype(itype) + np.repeat(((uu - u0) * n).astype(itype), np.diff(Q.indptr))
+            idx = Q.indices.astype(itype, copy=False)
+            idx += np.repeat(((uu - u0) * n).astype(itype), np.diff(Q.indptr))   # shift to the pair's row of S
             Qb = sp.csr_matrix((Q.data.astype(S.dtype, copy=False), idx, Q.indptr), shape=(len(r), span * n))
             x = S[u0:u0 + span].reshape(-1)                  # the users' rows of S, end to end
             num[r] = Qb @ x
@@ -880,3 +881,9 @@ def register_cli(sub):
     add_json_arg(p)
     p.set_defaults(func=_usercf_command)
     return p
+
+def usercf_stage(data, # the main job's RatingData
+                 args=None, # the `recsys-nb run` arguments (unused: the stage runs with its defaults)
+                ) -> dict:
+    "The UserCF stage of `recsys-nb run`: the course notebook's cosine with all neighbours, and msd with k = 40."
+    return {'cosine_all': evaluate_usercf(data, sim='cosine'), 'msd_k40': evaluate_usercf(data, sim='msd', k=40)}
