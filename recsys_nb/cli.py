@@ -14,6 +14,10 @@ __all__ = ['COMMANDS', 'RUN_STAGES', 'format_result', 'emit', 'data_stage', 'reg
 COMMANDS = {
     'data':      ('recsys_nb.cli', 'synthesise and check rating datasets'),
     'run':       ('recsys_nb.cli', 'the main job: every stage on one dataset'),
+    'usercf':    ('recsys_nb.usercf', 'user-based collaborative filtering: fit, predict, RMSE'),
+    'tune':      ('recsys_nb.tuning', 'Optuna search of MF with pruning (resumable, multi-worker)'),
+    'spotify':   ('recsys_nb.spotify', 'Spotify Million Playlist next-track ranking'),
+    'retrieval': ('recsys_nb.retrieval', 'two-tower retrieval on MovieLens (TFRS style)'),
 }
 
 # %% ../nbs/90_cli.ipynb #c008
@@ -85,6 +89,7 @@ def _register_data(sub):
 # %% ../nbs/90_cli.ipynb #c014
 RUN_STAGES = [
     ('data', 'recsys_nb.cli', 'data_stage'),
+    ('usercf', 'recsys_nb.usercf', 'usercf_stage'),
 ]
 
 def data_stage(data, args) -> dict:
