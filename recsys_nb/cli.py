@@ -15,7 +15,6 @@ COMMANDS = {
     'data':      ('recsys_nb.cli', 'synthesise and check rating datasets'),
     'run':       ('recsys_nb.cli', 'the main job: every stage on one dataset'),
     'usercf':    ('recsys_nb.usercf', 'user-based collaborative filtering: fit, predict, RMSE'),
-    'tune':      ('recsys_nb.tuning', 'Optuna search of MF with pruning (resumable, multi-worker)'),
     'spotify':   ('recsys_nb.spotify', 'Spotify Million Playlist next-track ranking'),
     'retrieval': ('recsys_nb.retrieval', 'two-tower retrieval on MovieLens (TFRS style)'),
 }
