@@ -16,8 +16,9 @@ __all__ = ['MIN_FLOAT', 'MAX_FLOAT', 'Lookup', 'standardize', 'Tokenizer', 'Time
            'retrieval_data', 'load_retrieval_data', 'DenseStack', 'QueryTower', 'masked_mean', 'CandidateTower',
            'TwoTowerModel', 'softmax_cross_entropy', 'logq_correction', 'mask_accidental_hits', 'hard_negatives',
            'dot_scores', 'retrieval_loss', 'Retrieval', 'top_k_candidates', 'factorized_top_k', 'BruteForceIndex',
-           'embed_queries', 'embed_corpus', 'RetrievalConfig', 'RetrievalResult', 'sampling_probability',
-           'evaluate_retrieval', 'train_retrieval', 'retrieval_data_from_args', 'register_cli']
+           'embed_queries', 'embed_corpus', 'validation_split', 'popularity_baseline', 'RetrievalConfig',
+           'RetrievalResult', 'sampling_probability', 'evaluate_retrieval', 'train_retrieval',
+           'retrieval_data_from_args', 'register_cli', 'result_row']
 
 # %% ../nbs/30_retrieval.ipynb #c004
 import jax
@@ -460,6 +461,26 @@ def embed_corpus(model:TwoTowerModel, features:RetrievalFeatures, batch_size:int
     return _batched(lambda **b: _embed_candidates(model, **b), features.candidates(), batch_size)
 
 # %% ../nbs/30_retrieval.ipynb #c072
+def validation_split(data:RetrievalData, # encoded train/test examples
+                     frac:float=0.1, # share of the training examples held out
+                     seed:int=0) -> RetrievalData:
+    "A `RetrievalData` whose train is `data.train` less a random `frac`, and whose test is that held-out part."
+    if not 0 < frac < 1: raise ValueError(f'frac must be in (0, 1), got {frac}')
+    n = len(data.train['candidate'])
+    perm = np.random.default_rng(seed).permutation(n)
+    val, tr = np.sort(perm[:int(round(n * frac))]), np.sort(perm[int(round(n * frac)):])
+    pick = lambda rows: {k: v[rows] for k, v in data.train.items()}
+    return RetrievalData(pick(tr), pick(val), data.features, {**data.report, 'validation_of_train': frac})
+
+def popularity_baseline(data:RetrievalData, ks=(1, 5, 10, 50, 100), part:str='test') -> dict:
+    "Top-k accuracy of recommending the k most-rated training candidates to every query."
+    counts = np.bincount(data.train['candidate'], minlength=len(data.features.corpus))
+    order = np.argsort(-counts, kind='stable')
+    ranked = np.broadcast_to(order[:max(ks)], (len(getattr(data, part)['candidate']), min(max(ks), len(order))))
+    acc = top_k_accuracy(ranked, getattr(data, part)['candidate'], tuple(min(k, len(order)) for k in ks))
+    return {f'top_{k}_accuracy': acc[min(k, len(order))] for k in ks}
+
+# %% ../nbs/30_retrieval.ipynb #c077
 @dataclass
 class RetrievalConfig:
     "Every choice of a retrieval run (defaults: TFRS's deep-retrieval tutorial, one layer)."
@@ -503,7 +524,7 @@ class RetrievalResult:
     seconds:float
     info:dict=field(default_factory=dict)
 
-# %% ../nbs/30_retrieval.ipynb #c073
+# %% ../nbs/30_retrieval.ipynb #c078
 def sampling_probability(candidates, # training examples' corpus rows
                          n_corpus:int, # corpus size N
                          extra_negatives:int=0, # M uniform extra negatives per batch
@@ -555,7 +576,7 @@ def train_retrieval(config:RetrievalConfig, # what to train
                     desc:str|None=None, # progress-bar label
                    ) -> RetrievalResult:
     "Train a two-tower model with the Retrieval task; evaluate factorized top-k accuracy on `data.test`."
-    cfg, t0 = config, time.perf_counter()
+    cfg, t0, c0 = config, time.perf_counter(), time.process_time()
     model = TwoTowerModel(data.features, cfg.layer_sizes, cfg.embedding_dim, seed=cfg.seed)
     graphdef, params = nnx.split(model)
     tx = cfg.optax()
@@ -595,9 +616,10 @@ def train_retrieval(config:RetrievalConfig, # what to train
     last = history.last
     metrics = {f'top_{k}_accuracy': last[f'top_{k}_accuracy'] for k in cfg.ks} if f'top_{cfg.ks[0]}_accuracy' in last \
         else evaluate_retrieval(model, data, cfg.ks)
+    info['cpu_seconds'] = time.process_time() - c0   # CPU time of this process, all threads: robust to a busy machine
     return RetrievalResult(model, history, metrics, cfg, time.perf_counter() - t0, info)
 
-# %% ../nbs/30_retrieval.ipynb #c086
+# %% ../nbs/30_retrieval.ipynb #c091
 def _titles_beside(path) -> pd.DataFrame|None:
     "Titles from a `u.item`/`movies.dat` or `movie_titles.txt` in the directory of `path`, if any."
     d = Path(path).parent
@@ -641,7 +663,7 @@ def _run_cli(args) -> dict:
                           eval_every=args.eval_every or max(args.epochs, 1), seed=args.seed)
     res = train_retrieval(cfg, data, progress=not args.quiet, checkpoint_dir=args.checkpoint)
     out = {**{k: round(float(v), 6) for k, v in res.metrics.items()}, 'seconds': round(time.perf_counter() - t0, 2),
-           'train_seconds': round(res.seconds, 2), 'train_examples': len(data.train['candidate']),
+           'train_seconds': round(res.seconds, 2), 'train_cpu_seconds': round(res.info['cpu_seconds'], 2), 'train_examples': len(data.train['candidate']),
            'test_examples': len(data.test['candidate']), 'candidates': len(data.features.corpus),
            'final_loss': round(float(res.history.last['loss']), 6), 'config': asdict(cfg)}
     if args.index: out['index'] = str(BruteForceIndex.from_model(res.model, data.features).save(args.index))
@@ -676,3 +698,12 @@ def register_cli(sub):
     add_json_arg(p)
     p.set_defaults(func=_run_cli)
     return p
+
+# %% ../nbs/30_retrieval.ipynb #c099
+def result_row(name:str, res) -> dict:
+    "One table row of a run (a `RetrievalResult`, or a metrics dict for a baseline)."
+    m = res.metrics if isinstance(res, RetrievalResult) else res
+    row = {'run': name, **{k.replace('_accuracy', ''): round(v, 4) for k, v in m.items()}}
+    if isinstance(res, RetrievalResult):
+        row.update(epochs=res.config.epochs, seconds=round(res.seconds), cpu_seconds=round(res.info.get('cpu_seconds', float('nan'))))
+    return row
