@@ -1,0 +1,203 @@
+"""Shop the Look: formats, missing images, generator determinism, image pipeline, command line (tiny presets)."""
+import json, subprocess, sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recsys_nb.data import DataError
+from recsys_nb.stl import (Batches, crop_or_pad, find_images, load_image, load_stl, make_triplets, read_catalog,
+                           read_pairs, synth_stl, write_pairs, _digest)
+
+REAL_CATALOG = Path(__file__).parents[2] / 'shared/data/stl/fashion-cat.json'
+A, B, C = 'a' * 32, 'b' * 32, 'c' * 32
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    return synth_stl(tmp_path_factory.mktemp('stl') / 'tiny', 'tiny', seed=0)
+
+
+def line(scene, product, bbox):
+    return json.dumps({'product': product, 'scene': scene, 'bbox': bbox}) + '\n'
+
+
+# --- formats -----------------------------------------------------------------------------------------------------
+
+def test_pairs_round_trip(tmp_path):
+    p = tmp_path / 'fashion.json'
+    p.write_text(line(A, B, [0.1, 0.2, 0.3, 0.4]) + line(A, C, [0, 0, 1, 1]))
+    df = read_pairs(p)
+    assert df[['scene', 'product']].values.tolist() == [[A, B], [A, C]]
+    np.testing.assert_allclose(df.loc[0, ['left', 'top', 'right', 'bottom']].astype(float), [0.1, 0.2, 0.3, 0.4], rtol=1e-6)
+    write_pairs(df, tmp_path / 'again.json')
+    assert read_pairs(tmp_path / 'again.json').equals(df)
+
+
+@pytest.mark.parametrize('text, problem', [
+    (line(A, B, [0.1, 0.2, 0.3]), 'bbox must be a list of 4 numbers'),
+    (line(A, B, [0.1, 0.2, 1.3, 0.4]), 'bbox must satisfy'),
+    (line(A, 'XYZ', [0.1, 0.2, 0.3, 0.4]), 'product is not an image signature'),
+    ('{"scene": "%s", "bbox": [0, 0, 1, 1]}\n' % A, "missing key 'product'"),
+    ('[1, 2]\n', 'expected a JSON object'),
+    ('{"scene": \n', 'invalid JSON'),
+])
+def test_pairs_errors_name_file_and_line(tmp_path, text, problem):
+    p = tmp_path / 'fashion.json'
+    p.write_text(line(A, B, [0, 0, 1, 1]) + text)
+    with pytest.raises(DataError) as e: read_pairs(p)
+    assert e.value.line == 2 and problem in str(e.value) and str(p) in str(e.value)
+
+
+def test_catalog_errors(tmp_path):
+    p = tmp_path / 'cat.json'
+    p.write_text(json.dumps({A: 'X|Y', 'nothex': 'X'}))
+    with pytest.raises(DataError, match='not an image signature'): read_catalog(p)
+    p.write_text('["a"]')
+    with pytest.raises(DataError, match='expected a JSON object'): read_catalog(p)
+
+
+def test_nested_image_layout(tmp_path):
+    nested = tmp_path / A[0:2] / A[2:4] / A[4:6]
+    nested.mkdir(parents=True)
+    (nested / f'{A}.jpg').write_bytes(b'')
+    (tmp_path / f'{B}.jpg').write_bytes(b'')
+    assert set(find_images(tmp_path)) == {A, B}
+
+
+# --- valid pairs and missing images --------------------------------------------------------------------------------
+
+def test_missing_images_are_counted(tmp_path):
+    from PIL import Image
+    img = tmp_path / 'images'; img.mkdir()
+    D = 'd' * 32
+    for s in (A, B, C): Image.new('RGB', (8, 8)).save(img / f'{s}.jpg')        # D (a product) has no image
+    (tmp_path / 'fashion.json').write_text(line(A, B, [0, 0, 1, 1]) + line(A, D, [0, 0, 1, 1]) +
+                                           line('e' * 32, C, [0, 0, 1, 1]) + line(A, B, [0, 0, 1, 1]))
+    (tmp_path / 'fashion-cat.json').write_text(json.dumps({B: 'X|Shoes', D: 'X|Pants', 'f' * 32: 'X|Tops'}))
+    d = load_stl(tmp_path)
+    r = d.report
+    assert len(d.pairs) == r['valid_pairs'] == 1 and r['pairs'] == 3 and r['duplicates'] == 1
+    assert r['pairs_missing_product'] == 1 and r['pairs_missing_scene'] == 1
+    assert r['missing_scene_images'] == 1 and r['missing_product_images'] == 1
+    assert r['pair_products_not_in_catalog'] == 1 and d.category(C) == 'unknown'
+    assert d.products == [B, C] and r['catalog_missing_images'] == 2
+
+
+def test_synthetic_missing_counts_match_generator(tiny):
+    meta = json.loads((tiny / 'synth.json').read_text())
+    d = load_stl(tiny)
+    pairs = read_pairs(tiny / 'fashion.json')
+    lost = pairs['scene'].isin(meta['missing_scenes']) | pairs['product'].isin(meta['missing_products'])
+    assert d.report['valid_pairs'] == int((~lost).sum()) and d.report['pairs'] == len(pairs)
+    assert d.report['missing_scene_images'] == pairs.loc[pairs['scene'].isin(meta['missing_scenes']), 'scene'].nunique()
+    assert set(d.pairs['scene']).isdisjoint(meta['missing_scenes'])
+
+
+# --- generator ------------------------------------------------------------------------------------------------------
+
+def test_generator_is_deterministic(tiny, tmp_path):
+    assert _digest(synth_stl(tmp_path / 'again', 'tiny', seed=0)) == _digest(tiny)
+    assert _digest(synth_stl(tmp_path / 'other', 'tiny', seed=1)) != _digest(tiny)
+
+
+def test_generator_bboxes_and_sizes(tiny):
+    from PIL import Image
+    pairs = read_pairs(tiny / 'fashion.json')
+    assert ((pairs['left'] < pairs['right']) & (pairs['top'] < pairs['bottom'])).all()
+    assert pairs.groupby('scene').size().between(2, 3).all()
+    im = Image.open(next((tiny / 'images').iterdir()))
+    assert im.size == (64, 64) and im.format == 'JPEG'
+
+
+def test_generator_validates_settings(tmp_path):
+    with pytest.raises(ValueError, match='unknown preset'): synth_stl(tmp_path, 'huge')
+    with pytest.raises(TypeError, match='unknown settings'): synth_stl(tmp_path, 'tiny', n_users=3)
+
+
+@pytest.mark.skipif(not REAL_CATALOG.exists(), reason='real catalog not available')
+def test_generator_takes_real_category_names(tmp_path):
+    d = synth_stl(tmp_path / 'r', 'tiny', seed=0, categories=REAL_CATALOG)
+    assert set(read_catalog(d / 'fashion-cat.json').values()) <= set(read_catalog(REAL_CATALOG).values())
+
+
+# --- image pipeline -------------------------------------------------------------------------------------------------
+
+def test_crop_or_pad_offsets():
+    x = np.arange(5 * 7).reshape(5, 7, 1)
+    np.testing.assert_array_equal(crop_or_pad(x, 3, 3)[..., 0], x[1:4, 2:5, 0])
+    y = crop_or_pad(x, 8, 10)
+    assert y.shape == (8, 10, 1) and y[:1].sum() == 0 and (y[1:6, 1:8] == x).all()
+
+
+@pytest.mark.parametrize('size, mode', [(32, 'fit'), (64, 'fit'), (48, 'crop_or_pad'), (96, 'crop_or_pad')])
+def test_load_image_shape_and_range(tiny, size, mode):
+    x = load_image(next((tiny / 'images').iterdir()), size, mode)
+    assert x.shape == (size, size, 3) and x.dtype == np.float32 and -0.5 <= x.min() and x.max() <= 0.5
+
+
+def test_batches_shapes_order_and_resume(tiny):
+    paths = sorted((tiny / 'images').iterdir())[:9]
+    items = [(p, p, p) for p in paths]
+    with Batches(items, batch_size=4, size=32, seed=3) as b:
+        got = [next(b) for _ in range(6)]
+    assert all(len(t) == 3 and t[0].shape == (4, 32, 32, 3) for t in got)
+    with Batches(items, batch_size=4, size=32, seed=3, start=8, cache=True) as b:
+        np.testing.assert_array_equal(next(b)[1], got[2][1])
+    b = Batches(paths, batch_size=4, size=32, seed=3)
+    assert sorted(b.order(5)) == list(range(9)) and not np.array_equal(b.order(0), b.order(1))
+    with Batches(paths, batch_size=4, size=32, repeat=False, shuffle=False) as b:
+        assert [len(x) for x in b] == [4, 4, 1]
+
+
+def test_triplets_split_and_seed(tiny):
+    d = load_stl(tiny)
+    tr, te = make_triplets(d.pairs, num_neg=4, seed=7)
+    assert (te['pair'] % 10 == 0).all() and (tr['pair'] % 10 != 0).all() and len(tr) + len(te) == 4 * len(d.pairs)
+    assert make_triplets(d.pairs, 4, seed=7)[1].equals(te)
+    own = d.pairs.groupby('scene')['product'].agg(set)
+    assert not any(n in own[s] for s, n in zip(te['scene'], te['neg']))
+
+
+# --- command line (subprocess, tiny presets) -------------------------------------------------------------------------
+
+RUNNER = ("import sys; from recsys_nb import cli; cli.COMMANDS.setdefault('stl', ('recsys_nb.stl', 'Shop the Look')); "
+          "sys.exit(cli.main(sys.argv[1:]))")
+
+
+def cli(*args, cwd=None):
+    r = subprocess.run([sys.executable, '-c', RUNNER, 'stl', *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                       timeout=600)
+    return r
+
+
+def test_cli_end_to_end(tmp_path):
+    d = tmp_path / 'data'
+    r = cli('synth', '--out', d, '--preset', 'tiny', '--json')
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out['valid_pairs'] > 0 and (d / 'fashion.json').exists()
+    r = cli('random', '--data', d, '--out', tmp_path / 'random.html', '--n', '5', '--json')
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / 'random.html').read_text().count('<tr>') == 6
+    r = cli('train', '--data', d, '--config', 'tiny', '--steps', '10', '--image-size', '32', '--workdir',
+            tmp_path / 'run', '--no-progress', '--json')
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    for k in ('test_auc', 'hr_at_10', 'random_hr_at_10', 'popular_hr_at_10', 'recall_at_10', 'coverage_at_10', 'gini_at_10'):
+        assert k in res
+    assert res['steps'] == 10 and (tmp_path / 'run' / 'model.msgpack').exists()
+    r = cli('recommend', '--data', d, '--out', tmp_path / 'pages', '--model', tmp_path / 'run' / 'model.msgpack',
+            '--pages', '2', '--json')
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / 'pages').glob('scene_*.html'))) == 2 and (tmp_path / 'pages' / 'index.html').exists()
+    assert (tmp_path / 'pages' / 'product_embed.npz').exists()
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    r = cli('recommend', '--data', tmp_path, '--out', tmp_path / 'p', '--model', tmp_path / 'none.msgpack')
+    assert r.returncode != 0 and 'no trained model' in r.stderr and 'Traceback' not in r.stderr
+    (tmp_path / 'fashion.json').write_text('{"scene": 1}\n')
+    (tmp_path / 'fashion-cat.json').write_text('{}')
+    r = cli('train', '--data', tmp_path, '--config', 'tiny', '--no-progress')
+    assert r.returncode == 2 and 'fashion.json, line 1' in r.stderr and 'Traceback' not in r.stderr
