@@ -594,7 +594,10 @@ def _largest_remainder(weights:np.ndarray, total:int, lo:np.ndarray, hi:np.ndarr
             order = np.argsort(-(want - np.floor(want)) - free * 1.0)
             add = np.zeros_like(c); add[order[:left]] = 1; add = np.minimum(add, hi - c)
         c += add
-    if c.sum() != total: raise ValueError('cannot distribute counts under the caps')
+    while 0 < total - c.sum() and (c < hi).any():   # the proportional passes stalled: one unit each to the heaviest
+        room = np.flatnonzero(c < hi)
+        c[room[np.argsort(-weights[room], kind='stable')[:total - c.sum()]]] += 1
+    if c.sum() != total: raise ValueError(f'cannot distribute {total:,} counts under the caps (at most {hi.sum():,})')
     return c
 
 def _sample_pairs(rng, counts:np.ndarray, log_pop:np.ndarray, block=256) -> tuple[np.ndarray, np.ndarray]:
@@ -647,7 +650,7 @@ def synth_ratings(n_users=300, n_movies=200, n_train=9_600, n_test=2_400, n_cata
     return SynthRatings(user_ids[u].astype(np.int32), movie_ids[m].astype(np.int32), rating, day, is_test,
                         user_ids, catalog, truth, u, m)
 
-# %% ../nbs/00_data.ipynb #c074
+# %% ../nbs/00_data.ipynb #c076
 _WORDS = ('Midnight Summer Winter River Empire Shadow Garden Silent Golden Last Lost Secret Broken Wild Dark City '
           'Ocean Storm Dream Fire Island Road Star Heart Stone Glass Iron Crimson Northern Little Great Hidden').split()
 _NOUNS = ('Story Journey Affair Return Legacy Promise Chronicles Collection Season Mystery Game Night Song Bridge '
@@ -670,7 +673,7 @@ def synth_titles(catalog:np.ndarray, rng) -> list[tuple[int, str, str]]:
         rows.append((int(mid), year, title))
     return rows
 
-# %% ../nbs/00_data.ipynb #c076
+# %% ../nbs/00_data.ipynb #c078
 def _write_ratings_file(path, user_id, movie_id, rating, day):
     "Write `user movie rating YYYY-MM-DD` lines (LF) with pyarrow's CSV writer."
     t = pa.table({'u': pa.array(user_id, pa.int32()), 'm': pa.array(movie_id, pa.int32()),
@@ -693,7 +696,7 @@ def synth_netflix(out,                # directory to write (created)
     (out/'movie_titles.txt').write_bytes(('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1'))
     return out
 
-# %% ../nbs/00_data.ipynb #c084
+# %% ../nbs/00_data.ipynb #c086
 ML_SYNTH_PRESETS = {'tiny': dict(n_users=200, n_movies=150, n_train=5_000, n_test=1_000),
                     'small': dict(n_users=943, n_movies=1_682, n_train=80_000, n_test=20_000)}
 
@@ -718,7 +721,7 @@ def synth_movielens(out, size='tiny', seed=0) -> Path:
     (out/'u.item').write_bytes(('\n'.join(items) + '\n').encode('latin-1'))
     return out
 
-# %% ../nbs/00_data.ipynb #c087
+# %% ../nbs/00_data.ipynb #c089
 def cache_dir() -> Path:
     "Where generated datasets are kept: `$RECSYS_NB_CACHE` or `~/.cache/recsys_nb`."
     return Path(os.environ.get('RECSYS_NB_CACHE', Path.home()/'.cache'/'recsys_nb'))
@@ -734,7 +737,7 @@ def default_dataset(size='small', seed=0) -> Path:
             import shutil; shutil.rmtree(tmpd, ignore_errors=True)
     return d
 
-# %% ../nbs/00_data.ipynb #c089
+# %% ../nbs/00_data.ipynb #c091
 def add_data_args(p:argparse.ArgumentParser, default_size:str|None='small'):
     "Add `--data DIR` / `--train FILE --test FILE` to parser `p`."
     g = p.add_argument_group('data')
@@ -764,7 +767,7 @@ def data_from_args(args) -> RatingData:
     if getattr(args, '_default_size', None): return load_netflix(default_dataset(args._default_size))
     raise SystemExit('error: give --data DIR or --train FILE [--test FILE]')
 
-# %% ../nbs/00_data.ipynb #c091
+# %% ../nbs/00_data.ipynb #c093
 def check_dataset(path # a Netflix-format or MovieLens directory, or one ratings file
                  ) -> dict:
     "Load and validate `path`; a summary dict (raises `DataError` on a bad file)."
