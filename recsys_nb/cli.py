@@ -6,6 +6,7 @@
 from __future__ import annotations
 import argparse, importlib, json, sys, time
 from pathlib import Path
+from .report import REPORT_STAGES, add_run_args, run_summary
 
 # %% auto #0
 __all__ = ['COMMANDS', 'RUN_STAGES', 'format_result', 'emit', 'data_stage', 'register_cli', 'build_parser', 'main']
@@ -15,8 +16,11 @@ COMMANDS = {
     'data':      ('recsys_nb.cli', 'synthesise and check rating datasets'),
     'run':       ('recsys_nb.cli', 'the main job: every stage on one dataset'),
     'usercf':    ('recsys_nb.usercf', 'user-based collaborative filtering: fit, predict, RMSE'),
+    'mf':        ('recsys_nb.mf_torch', 'matrix factorisation by gradient descent or ALS (JAX or PyTorch)'),
+    'tune':      ('recsys_nb.tuning', 'Optuna search of matrix factorisation (TPE + Hyperband, resumable)'),
     'spotify':   ('recsys_nb.spotify', 'Spotify Million Playlist next-track ranking'),
     'retrieval': ('recsys_nb.retrieval', 'two-tower retrieval on MovieLens (TFRS style)'),
+    'stl':       ('recsys_nb.stl', 'Shop the Look two-tower CNN'),
 }
 
 # %% ../nbs/90_cli.ipynb #c008
@@ -86,10 +90,7 @@ def _register_data(sub):
     c.set_defaults(func=_data_check)
 
 # %% ../nbs/90_cli.ipynb #c014
-RUN_STAGES = [
-    ('data', 'recsys_nb.cli', 'data_stage'),
-    ('usercf', 'recsys_nb.usercf', 'usercf_stage'),
-]
+RUN_STAGES = [('data', 'recsys_nb.cli', 'data_stage'), *REPORT_STAGES]
 
 def data_stage(data, args) -> dict:
     "The data stage of the main job: the validated dataset's summary."
@@ -101,26 +102,29 @@ def _run(args) -> dict:
     print(f'[run] loading data ({args.data or args.train or "built-in " + args.size + " synthetic dataset"})', file=sys.stderr, flush=True)
     args._default_size = args.size
     data = data_from_args(args)
-    out = Path(args.out) if args.out else None
-    if out: out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name, module, fn in RUN_STAGES:
         if args.stages and name not in args.stages: continue
-        print(f'[run] stage {name}', file=sys.stderr, flush=True)
+        print(f'[run] stage {name} ({time.time() - t0:.0f} s)', file=sys.stderr, flush=True)
         ts = time.time()
         results[name] = getattr(importlib.import_module(module), fn)(data, args)
         results[name]['stage_seconds'] = round(time.time() - ts, 2)
+        (out/'results.json').write_text(json.dumps(_jsonable({**results, 'seconds': round(time.time() - t0, 2)}), indent=1))
     results['seconds'] = round(time.time() - t0, 2)
-    if out: (out/'results.json').write_text(json.dumps(_jsonable(results), indent=1))
-    return results
+    print(f'[run] done in {time.time() - t0:.0f} s: {out}', file=sys.stderr, flush=True)
+    return run_summary(results, out)
 
 def _register_run(sub):
     from recsys_nb.data import add_data_args
-    p = sub.add_parser('run', help=COMMANDS['run'][1], description='Run every stage of the main job on one dataset.')
+    p = sub.add_parser('run', help=COMMANDS['run'][1], description='Run every stage of the main job on one dataset: '
+                       + ' → '.join(n for n, _, _ in RUN_STAGES) + '.')
     add_data_args(p)
     p.add_argument('--size', default='small', help='built-in synthetic dataset size when no data is given (tiny|small|netflix)')
-    p.add_argument('--out', default='runs/main', metavar='DIR', help='output directory for results.json (default runs/main)')
-    p.add_argument('--stages', nargs='*', metavar='STAGE', help=f'only these stages (default all)')
+    p.add_argument('--out', default='runs/main', metavar='DIR', help='output directory: results.json, report.html, the study (default runs/main)')
+    p.add_argument('--stages', nargs='*', metavar='STAGE', choices=[n for n, _, _ in RUN_STAGES],
+                   help='only these stages (default all: ' + ', '.join(n for n, _, _ in RUN_STAGES) + ')')
+    add_run_args(p)
     p.add_argument('--json', action='store_true', help='print the result as one JSON object on the last line')
     p.set_defaults(func=_run)
 

@@ -1,0 +1,33 @@
+"""`recsys-nb run` end to end on the tiny dataset: every stage, report.html and results.json, resume on a second run."""
+import json, os, subprocess, sys
+
+import pytest
+
+def _run(out, timeout=900):
+    env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'CUDA_VISIBLE_DEVICES': ''}
+    cmd = [sys.executable, '-m', 'recsys_nb.cli', 'run', '--size', 'tiny', '--trials', '4', '--tune-epochs', '8', '--mf-epochs', '20',
+           '--out', str(out), '--no-progress', '--json']
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    assert p.returncode == 0, p.stderr[-4000:]
+    return p.stdout, json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_run_twice(tmp_path):
+    out = tmp_path / 'run'
+    stdout, res = _run(out)
+    assert (out / 'report.html').stat().st_size > 1_000_000          # plotly.js is inlined
+    page = (out / 'report.html').read_text(encoding='utf-8')
+    assert 'UserCF vs matrix factorisation' in page and 'pros and cons, checked' in page
+    full = json.loads((out / 'results.json').read_text())
+    for stage in ('data', 'usercf', 'mf', 'tune', 'analysis', 'compare', 'report'):
+        assert stage in full, stage
+    assert set(res['test_rmse']) >= {'UserCF', 'MF (JAX)', 'MF (PyTorch)'}             # the brief summary is the result
+    assert res['search']['n_complete'] + res['search']['n_pruned'] == 4
+    assert full['analysis']['conclusions']                                           # written from the run's numbers
+    assert full['tune']['n_complete'] + full['tune']['n_pruned'] == 4
+    assert {r['model'] for r in full['compare']['table']} >= {'UserCF', 'MF (JAX)', 'MF (PyTorch)'}
+    assert 'UserCF' in stdout.split('\n{')[0]                        # the results table is printed before the JSON
+    _, res2 = _run(out)                                              # second invocation: the study is resumed
+    full2 = json.loads((out / 'results.json').read_text())
+    assert full2['tune']['ran'] == {'complete': 0, 'pruned': 0, 'fail': 0}
+    assert full2['tune']['best_value'] == full['tune']['best_value']
