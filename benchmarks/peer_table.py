@@ -1,6 +1,6 @@
 """The peer table: our UserCF and MF variants beside Surprise's algorithms on MovieLens 100K, Surprise's protocol.
 
-    python benchmarks/peer_table.py [--data ../shared/data/ml-100k] [--out benchmarks/results/peer_table.json] [--only NAME ...]
+    python benchmarks/peer_table.py [--data ../shared/data/ml-100k] [--out benchmarks/results/peer_table.json] [--only NAME ...] [--merge]
 
 Protocol (Surprise's benchmark): `u.data` in file order, 5 folds of `KFold(n_splits=5, random_state=0)` (ours come
 from `recsys_nb.data.kfold_split`, checked fold by fold against Surprise's own `KFold`), default parameters, RMSE and
@@ -62,6 +62,7 @@ def our_algorithms():
         'MF sparse PyTorch (defaults, early stop on 10 % of train)': mf('torch', 'sparse', val_frac=0.1),
         'MF ALS JAX (defaults, early stop on 10 % of train)': mf('jax', 'als', val_frac=0.1),
         'MF dense JAX (course: k=50, λ=0.01 AdamW, lr 5e-3, tol 1e-6)': mf('jax', 'dense'),
+        'MF Bayesian JAX (defaults: k=10, Gibbs sampling)': mf('jax', 'bayes'),
     }
 
 
@@ -108,6 +109,7 @@ def main(argv=None):
     ap.add_argument('--data', default=str(DEFAULT_DATA), help='the ml-100k directory (u.data)')
     ap.add_argument('--out', default=None, help='also write the JSON here')
     ap.add_argument('--only', nargs='*', help='run only the rows whose name contains one of these strings')
+    ap.add_argument('--merge', action='store_true', help="keep the other rows of the existing --out file (add or replace this run's)")
     a = ap.parse_args(argv)
     os.environ.setdefault('JAX_PLATFORMS', 'cpu')
     from recsys_nb.data import read_ratings, kfold_split
@@ -119,12 +121,19 @@ def main(argv=None):
     sur = sorted(surprise_algorithms().items(), key=lambda x: x[0] == 'Surprise SVD++')   # the slow one last
     algos = [(n, 'ours', f) for n, f in our_algorithms().items()] + [(n, 'surprise', f) for n, f in sur]
     if a.only: algos = [x for x in algos if any(s in x[0] for s in a.only)]
-    rows = []
+    rows, kept, commands = [], [], []
+    if a.merge and a.out and Path(a.out).exists():
+        old = json.loads(Path(a.out).read_text())
+        names = {x[0] for x in algos}
+        kept = [r for r in old['rows'] if r['algorithm'] not in names]
+        commands = [old['command']] if isinstance(old['command'], str) else list(old['command'])
     def result(complete):
         return {'dataset': 'MovieLens 100K (u.data, 100,000 ratings)', 'protocol': 'KFold(n_splits=5, random_state=0), mean over folds',
-                'folds_identical_to_surprise': same, 'command': 'python benchmarks/peer_table.py' + (f' --out {a.out}' if a.out else ''),
+                'folds_identical_to_surprise': same, 'command': (commands + [this_command]) if commands else this_command,
                 'machine': f'{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}',
-                'complete': complete, 'rows': rows}
+                'complete': complete, 'rows': kept + rows}
+    this_command = 'python benchmarks/peer_table.py ' + ' '.join(
+        f"'{x}'" if ' ' in x else x for x in (sys.argv[1:] if argv is None else argv))
     if a.out: Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     for name, kind, f in algos:
         print(f'[peer] {name} ...', file=sys.stderr, flush=True)
@@ -135,7 +144,7 @@ def main(argv=None):
         if a.out: Path(a.out).write_text(json.dumps(result(False), indent=1, ensure_ascii=False))
     out = result(True)
     print('| algorithm | RMSE | MAE | seconds (5 folds) |\n|---|---|---|---|')
-    for r in sorted(rows, key=lambda r: r['rmse']):
+    for r in sorted(out['rows'], key=lambda r: r['rmse']):
         print(f"| {r['algorithm']} | {r['rmse']:.4f} ± {r['rmse_std']:.4f} | {r['mae']:.4f} | {r['seconds']:.1f} |")
     if a.out: Path(a.out).write_text(json.dumps(out, indent=1, ensure_ascii=False))
     print(json.dumps(out, ensure_ascii=False))
