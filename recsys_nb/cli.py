@@ -103,14 +103,16 @@ def _run(args) -> dict:
     args._default_size = args.size
     data = data_from_args(args)
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
-    results = {}
+    results, path = {}, out/'results.json'
+    earlier = json.loads(path.read_text()) if args.stages and path.exists() else {}  # `--stages`: update, keep the rest
+    earlier.pop('seconds', None)
     for name, module, fn in RUN_STAGES:
         if args.stages and name not in args.stages: continue
         print(f'[run] stage {name} ({time.time() - t0:.0f} s)', file=sys.stderr, flush=True)
         ts = time.time()
         results[name] = getattr(importlib.import_module(module), fn)(data, args)
         results[name]['stage_seconds'] = round(time.time() - ts, 2)
-        (out/'results.json').write_text(json.dumps(_jsonable({**results, 'seconds': round(time.time() - t0, 2)}), indent=1))
+        (out/'results.json').write_text(json.dumps(_jsonable({**earlier, **results, 'seconds': round(time.time() - t0, 2)}), indent=1))
     results['seconds'] = round(time.time() - t0, 2)
     print(f'[run] done in {time.time() - t0:.0f} s: {out}', file=sys.stderr, flush=True)
     return run_summary(results, out)
