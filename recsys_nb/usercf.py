@@ -4,17 +4,19 @@
 
 # %% ../nbs/02_usercf.ipynb #c003
 from __future__ import annotations
-import itertools, math, sys, time
+import itertools, math, os, sys, time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
 # %% auto #0
 __all__ = ['SIMILARITIES', 'FALLBACKS', 'BACKENDS', 'PRODUCTS', 'NEEDS', 'TRANSPOSES', 'SPARSE_COST', 'OUTPUT_COST',
-           'GATHER_COST', 'train_triples', 'TrainSet', 'make_trainset', 'sim_products', 'sim_factors', 'baseline_als',
-           'combine_similarity', 'inverse_norms', 'scale_cosine', 'naive_similarity', 'keep_top_k', 'dense_split',
-           'NumpyEngine', 'bucket_chunks', 'UserCF', 'count_fallbacks', 'make_engine', 'naive_predict', 'TensorEngine',
-           'evaluate_usercf', 'register_cli', 'usercf_stage']
+           'GATHER_COST', 'GATHER_CHUNK', 'train_triples', 'TrainSet', 'make_trainset', 'sim_products', 'sim_factors',
+           'baseline_als', 'combine_similarity', 'inverse_norms', 'scale_cosine', 'naive_similarity', 'keep_top_k',
+           'dense_split', 'n_threads', 'parallel_map', 'split_range', 'NumpyEngine', 'bucket_chunks', 'UserCF',
+           'count_fallbacks', 'make_engine', 'naive_predict', 'TensorEngine', 'evaluate_usercf', 'register_cli',
+           'usercf_stage']
 
 # %% ../nbs/02_usercf.ipynb #c011
 SIMILARITIES = ('cosine', 'cosine_common', 'msd', 'pearson', 'pearson_baseline')
@@ -73,7 +75,8 @@ def make_trainset(train, # anything `train_triples` accepts
     mu = float(r.astype(np.float64).mean())
     sums = np.asarray(R.sum(1, dtype=np.float64)).ravel()
     umean = np.where(uc > 0, sums / np.maximum(uc, 1), mu)
-    order = np.argsort(m, kind='stable')           # raters of each movie, in training order
+    key = m.astype(np.uint16) if nm <= 2 ** 16 else m                # 16-bit keys: NumPy's stable sort is a radix sort
+    order = np.argsort(key, kind='stable')         # raters of each movie, in training order
     ptr = np.r_[0, np.cumsum(mc)].astype(np.int64)
     return TrainSet(n, nm, R, uc, mc, mu, umean, ptr, u[order], r[order], (float(r.min()), float(r.max())))
 
@@ -220,9 +223,10 @@ def keep_top_k(W, # rows: similarities of a user to a movie's raters, columns in
     return np.where(keep, W, 0)
 
 # %% ../nbs/02_usercf.ipynb #c032
-SPARSE_COST = 250.   # one sparse multiply-add costs about this many dense (BLAS) multiply-adds
-OUTPUT_COST = 600.   # one entry of a sparse product's output costs about this many
-GATHER_COST = 400.   # one gathered neighbour rating costs about this many dense multiply-adds
+SPARSE_COST = 125.   # one sparse multiply-add costs about this many dense (BLAS) multiply-adds, both on all cores
+OUTPUT_COST = 300.   # one entry of a sparse product's output costs about this many
+GATHER_COST = 150.   # one gathered neighbour rating costs about this many dense multiply-adds
+GATHER_CHUNK = 2 ** 21   # gathered raters per chunk of test pairs (one chunk per thread at a time)
 
 def dense_split(counts, # ratings per movie
                 n, # users (rows and columns of the product)
@@ -238,7 +242,25 @@ def dense_split(counts, # ratings per movie
 
 def _gib(x): return int(x * 2 ** 30)
 
-# %% ../nbs/02_usercf.ipynb #c036
+def n_threads() -> int:
+    "CPU cores this process may use: the sparse kernels run on that many threads, as BLAS does."
+    try: return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError: return max(1, os.cpu_count() or 1)
+
+def parallel_map(fn, # called once per item; SciPy's sparse kernels and NumPy's loops release the GIL
+                 items, threads=None) -> list:
+    "`[fn(x) for x in items]` on `threads` threads (default `n_threads()`)."
+    items = list(items)
+    threads = min(threads or n_threads(), len(items))
+    if threads <= 1: return [fn(x) for x in items]
+    with ThreadPoolExecutor(threads) as ex: return list(ex.map(fn, items))
+
+def split_range(s, e, parts:int) -> list:
+    "(a, b) ranges cutting s:e into `parts` nearly equal pieces (no empty ones)."
+    cuts = np.unique(np.linspace(s, e, max(1, parts) + 1).round().astype(np.int64))
+    return list(zip(cuts[:-1].tolist(), cuts[1:].tolist()))
+
+# %% ../nbs/02_usercf.ipynb #c039
 class NumpyEngine:
     "Similarities from sparse products: the most-rated movies through dense BLAS, the long tail through sparse products."
     backend, device = 'numpy', 'cpu'
@@ -269,9 +291,11 @@ class NumpyEngine:
     def product(self, key, s, e, c0=0):
         "Rows s:e, columns c0: of the product `key` (float32)."
         left, right = PRODUCTS[key]
-        out = self.dense[left][s:e] @ self.dense[right][c0:].T
-        if self.tail[left].nnz and self.tail[right].nnz:
-            out += (self.tail[left][s:e] @ self.tailT[right][:, c0:]).toarray()
+        out = self.dense[left][s:e] @ self.dense[right][c0:].T            # BLAS: all cores
+        if self.tail[left].nnz and self.tail[right].nnz:                 # sparse: row slices on all cores
+            L, RT = self.tail[left], self.tailT[right][:, c0:]
+            def add(ab): a, b = ab; out[a - s:b - s] += (L[a:b] @ RT).toarray()
+            parallel_map(add, split_range(s, e, 2 * n_threads()))
         return out
 
     def _combine(self, P, s, e):
@@ -329,7 +353,7 @@ class NumpyEngine:
         for s in range(0, n, b): S[s:min(n, s + b)] = self.block(s, min(n, s + b))
         return S
 
-# %% ../nbs/02_usercf.ipynb #c040
+# %% ../nbs/02_usercf.ipynb #c043
 def _item_values(ts, center):
     "Each movie's raters' ratings (training order), minus the rater's mean for the centred variant."
     v = ts.item_ratings.astype(np.float64)
@@ -391,13 +415,10 @@ def _numpy_fast(self, model, S, n, bu, bm):
         del X, F
     rest = np.flatnonzero(~sel)
     if len(rest):
-        lens = ts.movie_count[bm[rest]]
-        ends = np.cumsum(lens); chunk = 2 ** 22
-        ones = np.ones(chunk + int(lens.max()), S.dtype)
-        start = 0
-        while start < len(rest):
-            stop = max(start + 1, int(np.searchsorted(ends, (ends[start - 1] if start else 0) + chunk, 'right')))
-            r = rest[start:stop]
+        ends = np.cumsum(ts.movie_count[bm[rest]]); chunk = GATHER_CHUNK
+        cuts = np.unique(np.r_[0, np.searchsorted(ends, np.arange(chunk, ends[-1], chunk), 'right'), len(rest)])
+        def gather(ab):                                   # one chunk of pairs, about `chunk` raters in all
+            r = rest[ab[0]:ab[1]]
             uu, ii = bu[r], bm[r]
             u0, span = int(uu[0]), int(uu[-1] - uu[0] + 1)
             Q = self._valsT[ii]                               # row p: the raters of pair p's movie and their values
@@ -407,9 +428,9 @@ def _numpy_fast(self, model, S, n, bu, bm):
             Qb = sp.csr_matrix((Q.data.astype(S.dtype, copy=False), idx, Q.indptr), shape=(len(r), span * n))
             x = S[u0:u0 + span].reshape(-1)                  # the users' rows of S, end to end
             num[r] = Qb @ x
-            Qb.data = ones[:Qb.nnz]
+            Qb.data = np.ones(Qb.nnz, S.dtype)
             den[r] = Qb @ x
-            start = stop
+        parallel_map(gather, zip(cuts[:-1], cuts[1:]))    # chunks on all cores
     return num, den
 
 def _numpy_predict_sums(self, model, u, m, need_counts=False):
@@ -418,9 +439,8 @@ def _numpy_predict_sums(self, model, u, m, need_counts=False):
     vals = _item_values(ts, model.center)
     num, den, cnt = np.zeros(len(u)), np.zeros(len(u)), np.zeros(len(u), np.int64)
     fast = model.k is None and not need_counts and model.sim in ('cosine', 'cosine_common', 'msd')
-    if fast and getattr(self, '_vals_key', None) != model.center:   # movie-major CSR of the values
-        order = np.lexsort((ts.item_users, np.repeat(np.arange(ts.n_movies), ts.movie_count)))
-        self._valsT = sp.csr_matrix((vals[order], ts.item_users[order], ts.item_ptr), shape=(ts.n_movies, n))
+    if fast and getattr(self, '_vals_key', None) != model.center:   # movie-major CSR of the values (training order)
+        self._valsT = sp.csr_matrix((vals, ts.item_users, ts.item_ptr), shape=(ts.n_movies, n))
         self._vals_key = model.center
     for s, e, S in model._blocks(u):
         lo, hi = np.searchsorted(u, s), np.searchsorted(u, e)
@@ -434,7 +454,7 @@ def _numpy_predict_sums(self, model, u, m, need_counts=False):
 
 NumpyEngine.predict_sums = _numpy_predict_sums
 
-# %% ../nbs/02_usercf.ipynb #c044
+# %% ../nbs/02_usercf.ipynb #c047
 class UserCF:
     "User-based collaborative filtering, vectorised: `fit` a training set, then `predict_pairs`, `test`, `predict_matrix`."
     def __init__(self, sim='cosine', # similarity measure, one of `SIMILARITIES`
@@ -624,7 +644,7 @@ def make_engine(backend, ts, name, min_support, shrinkage, biases, budget, devic
     ops = _TorchOps(device) if backend == 'torch' else _JaxOps(device)
     return TensorEngine(ops, ts, name, min_support, shrinkage, biases, budget, dtype, full)
 
-# %% ../nbs/02_usercf.ipynb #c051
+# %% ../nbs/02_usercf.ipynb #c054
 def naive_predict(users, movies, ratings, # training ratings, in training order
                   S, # users × users similarity
                   pairs, # (user, movie) pairs to predict
@@ -647,7 +667,7 @@ def naive_predict(users, movies, ratings, # training ratings, in training order
         out.append(min(max(est, clip[0]), clip[1]) if clip else est)
     return np.array(out)
 
-# %% ../nbs/02_usercf.ipynb #c061
+# %% ../nbs/02_usercf.ipynb #c064
 class _TorchOps:
     "The handful of array operations the tensor engine needs, in PyTorch."
     name = 'torch'
@@ -709,7 +729,7 @@ class _JaxOps:
     @property
     def xp(self): return self.jnp
 
-# %% ../nbs/02_usercf.ipynb #c062
+# %% ../nbs/02_usercf.ipynb #c065
 class TensorEngine:
     "Similarity blocks as dense float32 products on a PyTorch or JAX device (CUDA when present)."
     def __init__(self, ops, ts:TrainSet, name, min_support=1, shrinkage=100., biases=None, budget=2**31,
@@ -820,7 +840,7 @@ TensorEngine.predict_sums = _tensor_predict_sums
 
 TensorEngine.predict_sums = _tensor_predict_sums
 
-# %% ../nbs/02_usercf.ipynb #c074
+# %% ../nbs/02_usercf.ipynb #c077
 def evaluate_usercf(data, # a RatingData with train and test ratings
                     train_sample:int|None=200_000, # train ratings scored for train_rmse (seeded sample; None: all)
                     seed:int=0, # seed of that sample

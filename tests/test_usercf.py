@@ -156,3 +156,19 @@ def test_evaluate_and_cli(tmp_path):
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got['test_rmse'] == pytest.approx(res['test_rmse'], abs=1e-9)
+
+def test_threaded_gather_and_sparse_tail_agree_with_reference(monkeypatch):
+    "Many gather chunks on several threads, every movie gathered, sparse tails in row slices: same as the loops."
+    import recsys_nb.usercf as uc
+    monkeypatch.setattr(uc, 'GATHER_CHUNK', 50); monkeypatch.setattr(uc, 'GATHER_COST', 0.)
+    monkeypatch.setattr(uc, 'n_threads', lambda: 3)
+    monkeypatch.setattr(uc, 'SPARSE_COST', 0.); monkeypatch.setattr(uc, 'OUTPUT_COST', 0.)   # all movies sparse
+    u, m, r = random_ratings(40, 30, 500, 3)
+    model = UserCF('cosine', clip=False).fit((u, m, r), shape=(40, 30))
+    assert model.engine.n_dense == 0                       # the whole similarity comes from the sparse tail
+    S = model.similarity()
+    assert np.abs(S - naive_similarity(u, m, r, 40, 'cosine')).max() < 1e-5
+    pairs = [(a, b) for a in range(40) for b in range(30)]
+    pu, pm = np.array(pairs).T
+    ref = naive_predict(u, m, r, S.astype(np.float64), pairs)
+    assert np.abs(model.predict_pairs(pu, pm) - ref).max() < 1e-5
