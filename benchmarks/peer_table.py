@@ -62,7 +62,6 @@ def our_algorithms():
         'MF sparse PyTorch (defaults, early stop on 10 % of train)': mf('torch', 'sparse', val_frac=0.1),
         'MF ALS JAX (defaults, early stop on 10 % of train)': mf('jax', 'als', val_frac=0.1),
         'MF dense JAX (course: k=50, λ=0.01 AdamW, lr 5e-3, tol 1e-6)': mf('jax', 'dense'),
-        'MF Bayesian JAX (defaults: k=10, Gibbs sampling)': mf('jax', 'bayes'),
     }
 
 
