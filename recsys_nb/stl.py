@@ -21,11 +21,12 @@ __all__ = ['PIN_URL', 'PAIR_COLUMNS', 'FASHION_CATEGORIES', 'GENERIC_SHAPES', 'N
            'image_path', 'find_images', 'STLData', 'load_stl', 'category_shape', 'draw_product', 'on_white',
            'draw_scene', 'categories_of', 'synth_stl', 'contact_sheet', 'random_items', 'item_table_html',
            'write_random_items', 'decode_image', 'crop_or_pad', 'fit_image', 'normalize_image', 'load_image', 'Batches',
-           'ResBlock', 'CNN', 'STLModel', 'make_triplets', 'STLConfig', 'triplet_loss', 'train_step', 'embed_images',
-           'write_embeddings', 'read_embeddings', 'top_k_products', 'gini', 'appearance_stats', 'split_pairs',
-           'ranking_queries', 'expected_random_hit_rate', 'random_top_k', 'STLEmbeddings', 'make_embeddings',
-           'triplet_scores', 'evaluate_stl', 'make_optimizer', 'save_model', 'load_model', 'STLRun', 'train_stl',
-           'scene_page_html', 'write_recommendations', 'run_stl', 'recommend_stl', 'register_cli']
+           'ResBlock', 'CNN', 'l2_normalize', 'STLModel', 'make_triplets', 'STLConfig', 'triplet_loss',
+           'in_batch_hinge', 'train_step', 'embed_images', 'write_embeddings', 'read_embeddings', 'top_k_products',
+           'gini', 'appearance_stats', 'split_pairs', 'ranking_queries', 'expected_random_hit_rate', 'random_top_k',
+           'STLEmbeddings', 'make_embeddings', 'triplet_scores', 'evaluate_stl', 'make_optimizer', 'save_model',
+           'load_model', 'STLRun', 'train_stl', 'scene_page_html', 'write_recommendations', 'run_stl', 'recommend_stl',
+           'register_cli']
 
 # %% ../nbs/20_stl.ipynb #c006
 PIN_URL = 'http://i.pinimg.com/400x/{0}/{1}/{2}/{3}.jpg'
@@ -687,6 +688,7 @@ class Batches:
                  workers:int=4, # loading threads
                  prefetch:int=4, # batches loaded ahead
                  cache:bool=False, # keep decoded images in memory
+                 with_index:bool=False, # also return each batch's item indices (first element)
                 ):
         items = list(items)
         self.single = bool(items) and isinstance(items[0], (str, Path))
@@ -696,6 +698,7 @@ class Batches:
         self.batch_size, self.size, self.mode, self.shuffle, self.seed = batch_size, size, mode, shuffle, seed
         self.repeat, self.pos, self.prefetch = repeat, int(start), max(1, prefetch)
         self.cache = {} if cache else None
+        self.with_index = with_index
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix='stl-batches')
         self._pending, self._order, self._order_epoch = [], None, None
 
@@ -726,7 +729,8 @@ class Batches:
 
     def _load(self, idx):
         cols = zip(*[self.items[i] for i in idx])
-        return tuple(normalize_image(np.stack([self._image(p) for p in col])) for col in cols)
+        out = tuple(normalize_image(np.stack([self._image(p) for p in col])) for col in cols)
+        return (idx,) + out if self.with_index else out
 
     def __iter__(self): return self
 
@@ -737,7 +741,7 @@ class Batches:
             self._pending.append(self._pool.submit(self._load, idx))
         if not self._pending: raise StopIteration
         out = self._pending.pop(0).result()
-        return out[0] if self.single else out
+        return out[-1] if self.single and not self.with_index else out
 
     def close(self):
         "Stop the loading threads."
@@ -785,19 +789,27 @@ class CNN(nnx.Module):
         for block in self.blocks: x = block(x)
         return self.dense(jnp.mean(x, axis=(1, 2)))
 
+def l2_normalize(e, eps:float=1e-6):
+    "Rows of `e` scaled to unit length."
+    return e / jnp.sqrt(jnp.sum(e * e, axis=-1, keepdims=True) + eps)
+
 class STLModel(nnx.Module):
     "Scene and product towers; `__call__` scores a (scene, positive, negative) triplet batch."
-    def __init__(self, output_size:int=64, filters=(16, 32, 64, 128), momentum:float=0.9, *, rngs:nnx.Rngs):
+    def __init__(self, output_size:int=64, filters=(16, 32, 64, 128), momentum:float=0.9,
+                 normalize:bool=False, # L2-normalise both towers' embeddings (score = cosine)
+                 *, rngs:nnx.Rngs):
         self.scene_cnn = CNN(filters, output_size, momentum, rngs=rngs)
         self.product_cnn = CNN(filters, output_size, momentum, rngs=rngs)
+        self.normalize = normalize
 
-    def scene_embed(self, scene): return self.scene_cnn(scene)
-    def product_embed(self, product): return self.product_cnn(product)
+    def _out(self, e): return l2_normalize(e) if self.normalize else e
+    def scene_embed(self, scene): return self._out(self.scene_cnn(scene))
+    def product_embed(self, product): return self._out(self.product_cnn(product))
 
     def __call__(self, scene, pos_product, neg_product):
         "(positive scores, negative scores, scene, positive and negative embeddings)."
-        s = self.scene_cnn(scene)
-        p, n = jnp.split(self.product_cnn(jnp.concatenate([pos_product, neg_product])), 2)  # one set of batch statistics
+        s = self.scene_embed(scene)
+        p, n = jnp.split(self.product_embed(jnp.concatenate([pos_product, neg_product])), 2)  # one set of batch statistics
         return jnp.sum(s * p, -1), jnp.sum(s * n, -1), s, p, n
 
 # %% ../nbs/20_stl.ipynb #c075
@@ -816,12 +828,16 @@ def make_triplets(pairs:pd.DataFrame, # valid pairs, in file order
         if candidates != 'pairs': raise ValueError(f"candidates must be a list of products or 'pairs', got {candidates!r}")
         cand = pos
     else: cand = np.asarray(list(candidates))
-    own = {}
-    for s, p in zip(scenes, pos): own.setdefault(s, set()).add(p)
+    is_test = np.arange(len(pairs)) % test_every == 0
+    own_all, own_train = {}, {}
+    for s, p, t in zip(scenes, pos, is_test):
+        own_all.setdefault(s, set()).add(p)
+        if not t: own_train.setdefault(s, set()).add(p)
+    own = [own_all[s] if t else own_train[s] for s, t in zip(scenes, is_test)]   # what each pair's negatives avoid
     rng = np.random.default_rng(seed)
     neg = cand[rng.integers(0, len(cand), (len(pairs), num_neg))]
     for _ in range(1000):
-        bad = np.array([[n in own[s] for n in row] for s, row in zip(scenes, neg)])
+        bad = np.array([[n in o for n in row] for o, row in zip(own, neg)])
         if not bad.any(): break
         neg[bad] = cand[rng.integers(0, len(cand), int(bad.sum()))]
     else: raise ValueError("could not draw negatives outside the scenes' own products")
@@ -846,6 +862,9 @@ class STLConfig:
     batch_size:int = 32           # triplets a step
     num_neg:int = 5               # negatives a pair
     negatives:str = 'pairs'       # draw negatives from the pairs' products ('pairs', the book's) or uniformly from every candidate ('catalog')
+    in_batch:bool = False         # also use the batch's other products as negatives of each scene (its own masked out)
+    normalize:bool = False        # L2-normalise the embeddings (score = cosine similarity)
+    test_num_neg:int = 5          # negatives a test pair (test triplets: the book's draw, whatever the training settings)
     steps:int = 1500              # training steps
     log_every:int = 50            # steps between history rows (one `fit` epoch)
     eval_every:int = 300          # steps between evaluations (rounded to a multiple of log_every)
@@ -865,7 +884,7 @@ class STLConfig:
 STL_CONFIGS = {
     'tiny': STLConfig(image_size=32, filters=(8, 16), output_size=16, batch_size=8, num_neg=2, steps=20, log_every=5,
                       eval_every=10, checkpoint_every=10, workers=2),
-    'cpu': STLConfig(),
+    'cpu': STLConfig(in_batch=True, regularization=0.05, steps=1400, eval_every=350, checkpoint_every=350),
     'gpu': STLConfig(image_size=512, batch_size=64, learning_rate=1e-3, steps=6000, log_every=100, eval_every=1000,
                      checkpoint_every=1000, workers=16, prefetch=8, cache=False),
 }
@@ -877,17 +896,26 @@ def triplet_loss(pos_score, neg_score, margin:float=1.0):
     "Per-triplet hinge max(0, margin + neg - pos)."
     return jax.nn.relu(margin + neg_score - pos_score)
 
+def in_batch_hinge(s, p, n, # (B, d) scene, positive and negative embeddings of a triplet batch
+                   mask, # (B, 2B): 1 where product j of [p; n] may serve as a negative of scene i
+                   margin:float=1.0, # hinge margin
+                  ):
+    "Mean hinge of each scene's positive against every product of the batch that `mask` allows."
+    h = triplet_loss(jnp.sum(s * p, -1)[:, None], s @ jnp.concatenate([p, n]).T, margin) * mask
+    return h.sum() / jnp.maximum(mask.sum(), 1.0)
+
 @nnx.jit
 def train_step(model:STLModel, # in training mode
                optimizer:nnx.Optimizer, # Adam over the model's parameters
                scene, pos, neg, # image batches (B, H, W, 3)
                regularization, # weight of the norm penalty
                margin, # hinge margin
+               mask=None, # (B, 2B) 1 where product j of [pos; neg] is a negative of scene i: in-batch negatives; None: the triplets' own
               ):
     "One Adam step on a triplet batch; returns (loss, hinge part, penalty part), batch means."
     def loss_fn(model):
         ps, ns, s, p, n = model(scene, pos, neg)
-        hinge = triplet_loss(ps, ns, margin).mean()
+        hinge = triplet_loss(ps, ns, margin).mean() if mask is None else in_batch_hinge(s, p, n, mask, margin)
         penalty = (_norm_penalty(s) + _norm_penalty(p) + _norm_penalty(n)).mean()
         return hinge + regularization * penalty, (hinge, penalty)
     (loss, (hinge, penalty)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
@@ -919,7 +947,7 @@ def embed_images(model:STLModel, # trained model (switched to evaluation mode)
             out.append(np.asarray(_embed_batch(model, x, tower))[:n])
     return np.concatenate(out) if out else np.zeros((0, model.scene_cnn.dense.out_features), np.float32)
 
-# %% ../nbs/20_stl.ipynb #c085
+# %% ../nbs/20_stl.ipynb #c088
 def write_embeddings(path, # file stem: writes PATH.json and PATH.npz
                      ids:list, # signatures, one per row
                      emb:np.ndarray, # (len(ids), d) embeddings
@@ -971,10 +999,10 @@ def top_k_products(scene_emb:np.ndarray, # (n, d) scene embeddings
         scores.append(np.asarray(v)[:m]); rows.append(np.asarray(r)[:m])
     return np.concatenate(scores), np.concatenate(rows).astype(np.int64)
 
-# %% ../nbs/20_stl.ipynb #c090
+# %% ../nbs/20_stl.ipynb #c093
 from .metrics import auc, hit_rate_at_k, recall_at_k
 
-# %% ../nbs/20_stl.ipynb #c092
+# %% ../nbs/20_stl.ipynb #c095
 def gini(counts, # non-negative values, e.g. how often each product is recommended
         ) -> float:
     "Gini coefficient of `counts`: 0 when all are equal, towards 1 when a few hold everything."
@@ -991,10 +1019,12 @@ def appearance_stats(top_rows:np.ndarray, # (n_scenes, k) product rows recommend
     "Coverage, Gini and the largest share of the top-k slots; rank correlation of norm and count when `norms` given."
     counts = np.bincount(np.asarray(top_rows).ravel(), minlength=n_products)
     out = {'coverage': float((counts > 0).mean()), 'gini': gini(counts), 'max_share': float(counts.max() / counts.sum())}
-    if norms is not None: out['norm_count_spearman'] = float(pd.Series(norms).corr(pd.Series(counts), method='spearman'))
+    if norms is not None:                       # undefined (None) when every norm is the same, e.g. normalised embeddings
+        out['norm_count_spearman'] = (None if np.ptp(norms) < 1e-4 else
+                                      float(pd.Series(norms).corr(pd.Series(counts), method='spearman')))
     return out
 
-# %% ../nbs/20_stl.ipynb #c095
+# %% ../nbs/20_stl.ipynb #c098
 def split_pairs(pairs:pd.DataFrame, # valid pairs in file order
                 test_every:int=10, # pair i is a test pair when i % test_every == 0
                ) -> tuple:
@@ -1035,7 +1065,7 @@ def random_top_k(n_queries:int, n_products:int, k:int=10, exclude=None, seed:int
         out.append(np.argsort(-s, axis=1)[:, :k])
     return np.concatenate(out)
 
-# %% ../nbs/20_stl.ipynb #c099
+# %% ../nbs/20_stl.ipynb #c102
 @dataclass
 class STLEmbeddings:
     "Embedding databases: scene and product signatures with their vectors (row i of `*_emb` is `*s[i]`)."
@@ -1111,9 +1141,10 @@ def evaluate_stl(emb:STLEmbeddings, # embeddings of all scenes and candidate pro
     out.update(test_pairs=int(len(pos)), test_scenes=len(scenes), candidate_products=m)
     return out
 
-# %% ../nbs/20_stl.ipynb #c102
+# %% ../nbs/20_stl.ipynb #c105
 _TRAJECTORY_KEYS = ('image_size', 'mode', 'filters', 'output_size', 'bn_momentum', 'learning_rate', 'schedule', 'steps',
-                    'regularization', 'margin', 'batch_size', 'num_neg', 'negatives', 'log_every', 'seed')
+                    'regularization', 'margin', 'batch_size', 'num_neg', 'negatives', 'in_batch', 'normalize',
+                    'test_num_neg', 'log_every', 'seed')
 
 def make_optimizer(config:STLConfig):
     "Adam with the config's learning rate: constant, or warm-up + cosine decay over `steps`."
@@ -1148,14 +1179,14 @@ def load_model(path, # a PATH.msgpack written by `save_model`
     path = Path(path)
     meta = json.loads(path.with_suffix('.json').read_text())
     cfg = STLConfig(**meta['config'])
-    model = STLModel(cfg.output_size, cfg.filters, cfg.bn_momentum, rngs=nnx.Rngs(0))
+    model = STLModel(cfg.output_size, cfg.filters, cfg.bn_momentum, cfg.normalize, rngs=nnx.Rngs(0))
     state = nnx.state(model)
     nnx.replace_by_pure_dict(state, _intkeys(serialization.msgpack_restore(path.read_bytes())))
     nnx.update(model, state)
     model.eval()
     return model, cfg
 
-# %% ../nbs/20_stl.ipynb #c106
+# %% ../nbs/20_stl.ipynb #c109
 @dataclass
 class STLRun:
     "What `train_stl` returns."
@@ -1187,6 +1218,19 @@ def _quick_eval(model, data, test_triplets, cfg, cache):
     pos, neg = triplet_scores(emb, test_triplets)
     return {'eval_loss': float(np.maximum(0, cfg.margin + neg - pos).mean()), 'test_auc': auc(pos, neg)}
 
+def _in_batch_masker(data:STLData, train_t:pd.DataFrame):
+    "A function: batch item indices -> (B, 2B) float32 mask, 1 where product j of [pos; neg] is not a training product of scene i."
+    train_pairs, _ = split_pairs(data.pairs)
+    m = len(data.products)
+    sid = {s: i for i, s in enumerate(data.scenes)}
+    codes = np.unique(np.array([sid[s] for s in train_pairs['scene']]) * m + data.product_index(train_pairs['product']))
+    scene = np.array([sid[s] for s in train_t['scene']], np.int64)
+    pos, neg = data.product_index(train_t['pos']), data.product_index(train_t['neg'])
+    def mask(idx):
+        prods = np.concatenate([pos[idx], neg[idx]])
+        return (~np.isin(scene[idx, None] * m + prods[None, :], codes)).astype(np.float32)
+    return mask
+
 def train_stl(data:STLData, # the data set (valid pairs)
               config:STLConfig|None=None, # settings; default `STLConfig()`
               workdir=None, # checkpoints and the final model go here; None: no files
@@ -1199,9 +1243,11 @@ def train_stl(data:STLData, # the data set (valid pairs)
     from recsys_nb.train import fit, Checkpointer, module_state, load_module_state
     cfg = (config or STLConfig()).replace(**overrides)
     if cfg.negatives not in ('catalog', 'pairs'): raise ValueError(f"negatives must be 'catalog' or 'pairs', got {cfg.negatives!r}")
-    train_t, test_t = make_triplets(data.pairs, cfg.num_neg, cfg.seed,
-                                    candidates=data.products if cfg.negatives == 'catalog' else 'pairs')
-    model = STLModel(cfg.output_size, cfg.filters, cfg.bn_momentum, rngs=nnx.Rngs(cfg.seed))
+    train_t = make_triplets(data.pairs, cfg.num_neg, cfg.seed,
+                            candidates=data.products if cfg.negatives == 'catalog' else 'pairs')[0]
+    test_t = make_triplets(data.pairs, cfg.test_num_neg, cfg.seed, candidates='pairs')[1]
+    in_batch_mask = _in_batch_masker(data, train_t) if cfg.in_batch else None
+    model = STLModel(cfg.output_size, cfg.filters, cfg.bn_momentum, cfg.normalize, rngs=nnx.Rngs(cfg.seed))
     opt = nnx.Optimizer(model, make_optimizer(cfg), wrt=nnx.Param)
     items = [(data.image(s), data.image(p), data.image(n)) for s, p, n in train_t[['scene', 'pos', 'neg']].itertuples(index=False)]
     chunk, cache = cfg.log_every, {}
@@ -1219,14 +1265,16 @@ def train_stl(data:STLData, # the data set (valid pairs)
         if stream['pos'] != start:                         # first call, or resumed: reposition the stream
             if stream['batches'] is not None: stream['batches'].close()
             b = Batches(items, cfg.batch_size, cfg.image_size, cfg.mode, seed=cfg.seed, start=start,
-                        workers=cfg.workers, prefetch=cfg.prefetch, cache=cfg.cache)
+                        workers=cfg.workers, prefetch=cfg.prefetch, cache=cfg.cache, with_index=cfg.in_batch)
             if cfg.cache: b.cache = cache
             stream.update(batches=b, pos=start)
         model.train()
         n = min(chunk, cfg.steps - epoch * chunk)
         parts = []
         for _ in range(n):
-            parts.append(train_step(model, opt, *next(stream['batches']), cfg.regularization, cfg.margin))
+            batch = next(stream['batches'])
+            if in_batch_mask is None: parts.append(train_step(model, opt, *batch, cfg.regularization, cfg.margin))
+            else: parts.append(train_step(model, opt, *batch[1:], cfg.regularization, cfg.margin, in_batch_mask(batch[0])))
         stream['pos'] += n * cfg.batch_size
         loss, hinge, penalty = (jnp.mean(jnp.stack(x)) for x in zip(*parts))
         return state, {'step': epoch * chunk + n, 'loss': loss, 'hinge': hinge, 'penalty': penalty}
@@ -1246,7 +1294,7 @@ def train_stl(data:STLData, # the data set (valid pairs)
         history.to_json(workdir / 'history.json')
     return STLRun(model, cfg, history, info, train_t, test_t, cache, workdir)
 
-# %% ../nbs/20_stl.ipynb #c115
+# %% ../nbs/20_stl.ipynb #c120
 _PAGE_CSS = ('body{font-family:sans-serif;margin:1em} .stl{display:flex;gap:18px;align-items:flex-start}'
              '.scene{position:relative;flex:none} .box{position:absolute;border:2px solid #2e7d32;box-sizing:border-box}'
              '.grid{display:grid;grid-template-columns:repeat(5,auto);gap:8px} .item{font-size:11px;text-align:center;'
@@ -1310,7 +1358,7 @@ def write_recommendations(model:STLModel, # trained model
                                     f'</body></html>\n')
     return {'out': str(out), 'scenes': len(recs), 'k': k, 'pages': len(shown), 'products': len(emb.products)}
 
-# %% ../nbs/20_stl.ipynb #c119
+# %% ../nbs/20_stl.ipynb #c124
 def run_stl(data_dir, # a Shop-the-Look directory (pairs, catalog, images/)
             config:STLConfig|str='cpu', # an STLConfig or a key of `STL_CONFIGS`
             workdir='runs/stl', # checkpoints, model, embeddings, results.json
@@ -1351,7 +1399,7 @@ def recommend_stl(data_dir, # a Shop-the-Look directory
     model, cfg = load_model(model_path)
     return write_recommendations(model, cfg, load_stl(data_dir), out_dir, k=k, pages=pages, embed=embed)
 
-# %% ../nbs/20_stl.ipynb #c123
+# %% ../nbs/20_stl.ipynb #c128
 def _cli_synth(args) -> dict:
     t0 = time.time()
     out = synth_stl(args.out, args.preset, args.seed, categories=args.categories, missing=args.missing, progress=args.progress)

@@ -157,6 +157,45 @@ def test_triplets_split_and_seed(tiny):
     assert make_triplets(d.pairs, 4, seed=7)[1].equals(te)
     own = d.pairs.groupby('scene')['product'].agg(set)
     assert not any(n in own[s] for s, n in zip(te['scene'], te['neg']))
+    own_train = d.pairs[np.arange(len(d.pairs)) % 10 != 0].groupby('scene')['product'].agg(set)
+    assert not any(n in own_train[s] for s, n in zip(tr['scene'], tr['neg']))
+
+
+def test_test_triplets_do_not_depend_on_training_settings(tiny):
+    from recsys_nb.stl import STL_CONFIGS, train_stl
+    d = load_stl(tiny)
+    cfg = STL_CONFIGS['tiny'].replace(steps=5, log_every=5, eval_every=5)
+    a = train_stl(d, cfg, progress=False)
+    b = train_stl(d, cfg, progress=False, num_neg=1, in_batch=True, negatives='catalog', normalize=True)
+    assert a.test_triplets.equals(b.test_triplets) and len(b.train_triplets) * 2 == len(a.train_triplets)
+    from recsys_nb.stl import embed_images
+    e = embed_images(b.model, [d.image(p) for p in d.products[:5]], 'product', size=32)
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1, rtol=1e-4)
+
+
+def test_in_batch_mask_uses_training_pairs_only(tiny):
+    from recsys_nb.stl import _in_batch_masker, split_pairs
+    d = load_stl(tiny)
+    tr, _ = make_triplets(d.pairs, 2, seed=0)
+    idx = np.arange(len(tr))
+    mask = _in_batch_masker(d, tr)(idx)
+    train_pairs, _ = split_pairs(d.pairs)
+    own = set(zip(train_pairs['scene'], train_pairs['product']))
+    prods = list(tr['pos']) + list(tr['neg'])
+    want = np.array([[(s, p) not in own for p in prods] for s in tr['scene']], np.float32)
+    np.testing.assert_array_equal(mask, want)
+
+
+def test_cli_parser_matches_the_interface():
+    import argparse
+    from recsys_nb.stl import register_cli
+    top = argparse.ArgumentParser()
+    register_cli(top.add_subparsers(dest='command'))
+    a = top.parse_args(['stl', 'train', '--data', 'D', '--steps', '7', '--image-size', '32', '--json'])
+    assert (a.stl_command, a.steps, a.image_size, a.json) == ('train', 7, 32, True)
+    assert top.parse_args(['stl', 'synth', '--out', 'D']).stl_command == 'synth'
+    assert top.parse_args(['stl', 'random', '--data', 'D', '--out', 'F.html']).out == 'F.html'
+    assert top.parse_args(['stl', 'recommend', '--data', 'D', '--out', 'P']).stl_command == 'recommend'
 
 
 # --- command line (subprocess, tiny presets) -------------------------------------------------------------------------
