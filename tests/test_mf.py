@@ -1,0 +1,158 @@
+"""Matrix factorisation: JAX/PyTorch twins, dense = sparse, checkpoint resume, multi-device, the `mf` command."""
+import json, os, subprocess, sys, tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from recsys_nb.data import default_dataset, load_netflix
+from recsys_nb import mf_jax, mf_torch
+from recsys_nb.mf_jax import MFData, mf_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def tiny():
+    return MFData.from_rating_data(load_netflix(default_dataset('tiny')), val_frac=0.1)
+
+
+def _twin_curves(data, **options):
+    cfg = mf_config(**{'progress': False, 'tol': 0, 'max_epochs': 100, **options})
+    jt = mf_jax.JaxMFTrainer(cfg, data)
+    init = jt.factors()
+    a = mf_jax.run_trainer(jt).history.loss.to_numpy()
+    b = mf_torch.train_and_evaluate(cfg, data, init=init).history.loss.to_numpy()
+    return a, b
+
+
+@pytest.mark.parametrize('options', [dict(mode='dense'), dict(mode='sparse'), dict(mode='sparse', batch_size=1000, max_epochs=20),
+                                     dict(mode='als', max_epochs=10)], ids=['dense', 'sparse', 'minibatch', 'als'])
+def test_twins_float32(tiny, options):
+    "From the same initial factors, JAX and PyTorch follow the same loss curve (100 epochs, float32) to 1e-4 relative."
+    a, b = _twin_curves(tiny, **options)
+    assert len(a) == len(b)
+    assert np.max(np.abs(a - b) / np.abs(a)) < 1e-4
+
+
+@settings(max_examples=8, deadline=None)
+@given(n_users=st.integers(2, 12), n_movies=st.integers(2, 12), k=st.integers(1, 6), biased=st.booleans(),
+       lmd=st.sampled_from([0.0, 0.3]), seed=st.integers(0, 10_000))
+def test_dense_equals_sparse(n_users, n_movies, k, biased, lmd, seed):
+    "The dense objective (full matrix, mask), the sparse one (gathers) and `csr_sums` (CSR products) agree in value and gradients to 1e-5."
+    import jax, jax.numpy as jnp
+    rng = np.random.default_rng(seed)
+    pairs = rng.choice(n_users * n_movies, size=max(1, n_users * n_movies // 2), replace=False)
+    u, i = (pairs // n_movies).astype(np.int32), (pairs % n_movies).astype(np.int32)
+    r = rng.integers(1, 6, len(pairs)).astype(np.float32)
+    p = {'U': jnp.asarray(rng.normal(0, .5, (n_users, k)), jnp.float32), 'V': jnp.asarray(rng.normal(0, .5, (n_movies, k)), jnp.float32)}
+    if biased: p.update(bu=jnp.asarray(rng.normal(0, .3, n_users), jnp.float32), bi=jnp.asarray(rng.normal(0, .3, n_movies), jnp.float32))
+    mu = 3.0 if biased else 0.0
+    R = jnp.zeros((n_users, n_movies)).at[u, i].set(r)
+    (ld, _), gd = jax.value_and_grad(mf_jax.dense_objective, has_aux=True)(p, mu, R, lmd)
+    (ls, _), gs = jax.value_and_grad(mf_jax.sparse_objective, has_aux=True)(p, mu, u, i, r, jnp.ones_like(r), lmd)
+    assert abs(float(ld - ls)) <= 1e-5 * max(1.0, abs(float(ld)))
+    for name in p:
+        assert float(jnp.abs(gd[name] - gs[name]).max()) <= 1e-5 * max(1.0, float(jnp.abs(gd[name]).max()))
+    # the explicit gradient of full-batch sparse mode (CSR products) agrees with autodiff too
+    order = np.lexsort((i, u)); u, i, r = u[order], i[order], r[order]
+    by_user, by_movie = (tuple(map(jnp.asarray, t)) for t in mf_jax.rating_layout(u, i, r, n_users, n_movies))
+    oc, _, gc = mf_jax.csr_sums(p, mu, (jnp.asarray(u)[None], jnp.asarray(i)[None]), by_user, by_movie, lmd)
+    assert abs(float(oc - ls)) <= 1e-5 * max(1.0, abs(float(ls)))
+    for name in p:
+        assert float(jnp.abs(gc[name] - gs[name]).max()) <= 1e-5 * max(1.0, float(jnp.abs(gs[name]).max()))
+
+
+def _interrupt_at(n):
+    def callback(epoch, metrics, trainer):
+        if epoch + 1 == n: raise KeyboardInterrupt
+    return callback
+
+
+@pytest.mark.parametrize('backend', ['jax', 'torch'])
+@pytest.mark.parametrize('mode,options', [('sparse', dict(batch_size=1000, max_epochs=10)), ('sparse', dict(max_epochs=12, patience=3, lr=0.005)),
+                                          ('bayes', dict(max_epochs=12, burn_in=4))], ids=['minibatch', 'early-stopping', 'bayes'])
+def test_resume_is_identical(tiny, backend, mode, options):
+    "A run interrupted and resumed from its checkpoint gives the same history and factors as an uninterrupted run."
+    with tempfile.TemporaryDirectory() as d:
+        cfg = mf_config(mode, k=8, tol=0, progress=False, checkpoint_dir=d, checkpoint_every=3, **options)
+        whole = mf_torch.train_mf(replace(cfg, checkpoint_dir=None), tiny, backend)
+        part = mf_torch.train_mf(cfg, tiny, backend, callback=_interrupt_at(5))
+        assert part.info['stopped'] == 'interrupted' and len(part.history) == 5
+        rest = mf_torch.train_mf(cfg, tiny, backend)
+    assert rest.info['resumed_from'] == 5
+    assert rest.history.equals(whole.history)
+    fw, fr = whole.trainer.factors(), rest.trainer.factors()
+    for k in fw: np.testing.assert_array_equal(fr[k], fw[k])
+    assert rest.metrics == whole.metrics
+
+
+def test_early_stopping_restores_best(tiny):
+    "With a validation set the run stops on it and returns the best epoch's parameters."
+    run = mf_jax.train_and_evaluate(mf_config('sparse', k=8, lr=0.05, lmd=0.0, max_epochs=200, patience=5, progress=False), tiny)
+    assert run.info['stopped'] == 'early_stopping'
+    best = run.info['best_epoch']
+    assert best == int(run.history.val_rmse.idxmin())
+    assert abs(run.val_rmse - run.history.val_rmse.min()) < 1e-6
+
+
+MULTI = '''
+import json, numpy as np, jax
+from recsys_nb.data import default_dataset, load_netflix
+from recsys_nb.mf_jax import MFData, mf_config, train_and_evaluate
+data = MFData.from_rating_data(load_netflix(default_dataset('tiny')))
+out = {'devices': len(jax.devices())}
+for name, extra in (('full', {}), ('minibatch', {'batch_size': 1000}), ('chunked', {'chunk_size': 1000})):
+    runs = [train_and_evaluate(mf_config('sparse', k=8, max_epochs=15, tol=0, n_devices=n, progress=False, **extra), data)
+            for n in (1, 2)]
+    a, b = (r.history.loss.to_numpy() for r in runs)
+    fa, fb = (r.trainer.factors() for r in runs)
+    out[name] = [float(np.max(np.abs(a - b) / np.abs(a))), max(float(np.max(np.abs(fa[k] - fb[k]))) for k in ('U', 'V', 'bu', 'bi')),
+                 runs[0].test_rmse, runs[1].test_rmse]
+print(json.dumps(out))
+'''
+
+
+def test_two_devices_match_one():
+    "The data-parallel sparse trainer on two (simulated CPU) devices gives the one-device result to 1e-5."
+    env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2', 'JAX_PLATFORMS': 'cpu'}
+    res = subprocess.run([sys.executable, '-c', MULTI], env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out['devices'] == 2
+    for name in ('full', 'minibatch', 'chunked'):
+        rel_loss, max_param_diff, t1, t2 = out[name]
+        assert rel_loss < 1e-5 and max_param_diff < 1e-4 and abs(t1 - t2) < 1e-5, (name, out[name])
+
+
+CLI = "import sys, recsys_nb.cli as c; c.COMMANDS.setdefault('mf', ('recsys_nb.mf_torch', 'mf')); sys.exit(c.main())"
+
+
+@pytest.mark.parametrize('backend,mode', [('jax', 'sparse'), ('torch', 'dense'), ('jax', 'bayes')])
+def test_cli_json(backend, mode):
+    "`recsys-nb mf ... --json` prints the figures as the last line of stdout."
+    with tempfile.TemporaryDirectory() as d:
+        hist = Path(d) / 'h.csv'
+        cmd = [sys.executable, '-c', CLI, 'mf', '--data', str(default_dataset('tiny')), '--backend', backend, '--mode', mode,
+               '--k', '4', '--max-epochs', '6', '--quiet', '--json', '--history', str(hist)]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert res.returncode == 0, res.stderr[-3000:]
+        out = json.loads(res.stdout.strip().splitlines()[-1])
+        assert {'train_rmse', 'test_rmse', 'epochs', 'seconds', 'seconds_per_epoch'} <= set(out)
+        assert out['backend'] == backend and out['mode'] == mode and out['epochs'] == 6
+        assert out['config']['k'] == 4 and len(hist.read_text().splitlines()) == 7
+
+
+def test_cli_rejects_bad_option():
+    cmd = [sys.executable, '-c', CLI, 'mf', '--data', str(default_dataset('tiny')), '--reg', 'l1', '--quiet']
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert res.returncode != 0 and 'MFConfig.reg' in res.stderr
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match='MFConfig.lr'): mf_config('sparse', lr=0.0)
+    with pytest.raises(ValueError, match='val_frac'): mf_config('sparse', val_frac=1.0)
+    with pytest.raises(TypeError, match='unknown'): mf_config('sparse', learning_rate=0.1)
+    with pytest.raises(ValueError, match='n_devices'): mf_torch.TorchMFTrainer(mf_config('sparse', n_devices=2), MFData(2, 2, ([0], [1], [3.0])))
