@@ -32,8 +32,9 @@ def _naive_loss(q, c, extra, temperature, p, ids, remove, k_hard, w):
     return total
 
 
+# a few batch shapes (1 query, several, with and without extra negatives): every new shape recompiles each eager op
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(n=st.integers(1, 6), n_extra=st.integers(0, 3), seed=st.integers(0, 10**6),
+@given(n=st.sampled_from([1, 2, 5]), n_extra=st.sampled_from([0, 3]), seed=st.integers(0, 10**6),
        temperature=st.sampled_from([None, 0.2, 1.7]), use_p=st.booleans(), remove=st.booleans(),
        k_hard=st.sampled_from([None, 1, 2, 20]), weighted=st.booleans())
 def test_loss_matches_naive(n, n_extra, seed, temperature, use_p, remove, k_hard, weighted):
