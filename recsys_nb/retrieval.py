@@ -7,17 +7,18 @@ from __future__ import annotations
 import argparse, json, math, re, sys, time
 from collections import Counter
 from dataclasses import dataclass, field, asdict, replace
+from functools import lru_cache
 from pathlib import Path
 import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['MIN_FLOAT', 'MAX_FLOAT', 'Lookup', 'standardize', 'Tokenizer', 'TimeFeatures', 'RetrievalFeatures', 'RetrievalData',
-           'retrieval_data', 'load_retrieval_data', 'DenseStack', 'QueryTower', 'masked_mean', 'CandidateTower',
-           'TwoTowerModel', 'softmax_cross_entropy', 'logq_correction', 'mask_accidental_hits', 'hard_negatives',
-           'dot_scores', 'retrieval_loss', 'Retrieval', 'top_k_candidates', 'factorized_top_k', 'BruteForceIndex',
-           'embed_queries', 'embed_corpus', 'validation_split', 'popularity_baseline', 'RetrievalConfig',
-           'RetrievalResult', 'sampling_probability', 'evaluate_retrieval', 'train_retrieval',
+__all__ = ['MIN_FLOAT', 'MAX_FLOAT', 'STEP_FIELDS', 'Lookup', 'standardize', 'Tokenizer', 'TimeFeatures', 'RetrievalFeatures',
+           'RetrievalData', 'retrieval_data', 'load_retrieval_data', 'DenseStack', 'QueryTower', 'masked_mean',
+           'CandidateTower', 'TwoTowerModel', 'softmax_cross_entropy', 'logq_correction', 'mask_accidental_hits',
+           'hard_negatives', 'dot_scores', 'retrieval_loss', 'Retrieval', 'top_k_candidates', 'factorized_top_k',
+           'BruteForceIndex', 'embed_queries', 'embed_corpus', 'validation_split', 'popularity_baseline',
+           'RetrievalConfig', 'RetrievalResult', 'sampling_probability', 'evaluate_retrieval', 'train_retrieval',
            'retrieval_data_from_args', 'register_cli', 'result_row']
 
 # %% ../nbs/30_retrieval.ipynb #c004
@@ -562,6 +563,15 @@ def _epoch_fn(graphdef, tx, cfg:RetrievalConfig, n_corpus:int):
         return params, opt_state, losses.sum()
     return run
 
+STEP_FIELDS = ('optimizer', 'learning_rate', 'weight_decay', 'temperature', 'logq', 'remove_accidental_hits',
+               'num_hard_negatives', 'extra_negatives')   # the config fields the compiled epoch depends on
+
+@lru_cache(maxsize=16)
+def _cached_epoch_fn(graphdef, step_fields:tuple, n_corpus:int):
+    "`_epoch_fn` for a model structure and those fields: a second run with the same step reuses its compilation."
+    cfg = RetrievalConfig(**dict(step_fields))
+    return _epoch_fn(graphdef, cfg.optax(), cfg, n_corpus)
+
 def evaluate_retrieval(model:TwoTowerModel, data:RetrievalData, ks=(1, 5, 10, 50, 100), part:str='test',
                        batch_size:int=4096) -> dict:
     "Factorized top-k accuracy of `model` on the `part` examples of `data`, over the whole corpus."
@@ -588,7 +598,7 @@ def train_retrieval(config:RetrievalConfig, # what to train
     if n == 0: raise ValueError('no training examples')
     bs = min(cfg.batch_size, n)
     n_full = n // bs
-    run = _epoch_fn(graphdef, tx, cfg, n_corpus)
+    run = _cached_epoch_fn(graphdef, tuple((f, getattr(cfg, f)) for f in STEP_FIELDS), n_corpus)
     base_key = jax.random.PRNGKey(cfg.seed)
 
     def step(state, epoch):
