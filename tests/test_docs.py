@@ -202,3 +202,15 @@ def test_readme_from_the_index_notebook(tmp_path):
     site = cfg['doc_host'] + cfg['doc_baseurl']
     nb = (NBS / 'index.ipynb').read_text()
     if '.ipynb' in nb: assert site in text
+
+
+def test_import_cells_that_need_earlier_cells_are_flagged():
+    "nbdev_docs runs import cells on their own: only those that also use names from earlier cells are a problem."
+    warn = bd.nbdev_exec_warning
+    assert warn('import json\nfrom recsys_nb.train import setup_plotly\nsetup_plotly()', {}) is None
+    assert warn('try:\n    from surprise import KFold\nexcept ImportError: KFold = None', {}) is None
+    assert warn('import numpy as np\ndef f(x, *a, k=1): return np.sum([x, k, *a])\nf(1)', {}) is None
+    w = warn('from recsys_nb.metrics import masked_mse\ntest_close(masked_mse(P, R), 0)', {})
+    assert w and 'P, R, test_close' in w
+    assert warn('import json\njson.dumps(run)', bd.split_directives('#| eval: false\n')[0]) is None
+    assert warn('x = run.history', {}) is None                     # no import: nbdev_docs does not run it
