@@ -886,5 +886,4 @@ d = { 'settings': { 'branch': 'main',
                                   'recsys_nb.usercf.sim_factors': ('usercf.html#sim_factors', 'recsys_nb/usercf.py'),
                                   'recsys_nb.usercf.sim_products': ('usercf.html#sim_products', 'recsys_nb/usercf.py'),
                                   'recsys_nb.usercf.split_range': ('usercf.html#split_range', 'recsys_nb/usercf.py'),
-                                  'recsys_nb.usercf.train_triples': ('usercf.html#train_triples', 'recsys_nb/usercf.py'),
-                                  'recsys_nb.usercf.usercf_stage': ('usercf.html#usercf_stage', 'recsys_nb/usercf.py')}}}
+                                  'recsys_nb.usercf.train_triples': ('usercf.html#train_triples', 'recsys_nb/usercf.py')}}}

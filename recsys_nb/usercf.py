@@ -15,8 +15,7 @@ __all__ = ['SIMILARITIES', 'FALLBACKS', 'BACKENDS', 'PRODUCTS', 'NEEDS', 'TRANSP
            'GATHER_COST', 'GATHER_CHUNK', 'train_triples', 'TrainSet', 'make_trainset', 'sim_products', 'sim_factors',
            'baseline_als', 'combine_similarity', 'inverse_norms', 'scale_cosine', 'naive_similarity', 'keep_top_k',
            'dense_split', 'n_threads', 'parallel_map', 'split_range', 'NumpyEngine', 'bucket_chunks', 'UserCF',
-           'count_fallbacks', 'make_engine', 'naive_predict', 'TensorEngine', 'evaluate_usercf', 'register_cli',
-           'usercf_stage']
+           'count_fallbacks', 'make_engine', 'naive_predict', 'TensorEngine', 'evaluate_usercf', 'register_cli']
 
 # %% ../nbs/02_usercf.ipynb #c011
 SIMILARITIES = ('cosine', 'cosine_common', 'msd', 'pearson', 'pearson_baseline')
@@ -901,9 +900,3 @@ def register_cli(sub):
     add_json_arg(p)
     p.set_defaults(func=_usercf_command)
     return p
-
-def usercf_stage(data, # the main job's RatingData
-                 args=None, # the `recsys-nb run` arguments (unused: the stage runs with its defaults)
-                ) -> dict:
-    "The UserCF stage of `recsys-nb run`: the course notebook's cosine with all neighbours, and msd with k = 40."
-    return {'cosine_all': evaluate_usercf(data, sim='cosine'), 'msd_k40': evaluate_usercf(data, sim='msd', k=40)}
