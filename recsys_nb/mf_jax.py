@@ -249,7 +249,7 @@ def seed_masked_mse(reconstructed, # predicted matrix
     observed = jnp.where(matrix != 0)
     return 0.5 * jnp.mean((reconstructed[observed] - matrix[observed]) ** 2)
 
-# %% ../nbs/03_mf_jax.ipynb #c037
+# %% ../nbs/03_mf_jax.ipynb #c038
 def dense_objective(p:dict, # parameters: U, V (and bu, bi)
                     mu, # global mean (0 when unbiased)
                     R, # dense rating matrix, 0 = unrated
@@ -267,7 +267,7 @@ def dense_objective(p:dict, # parameters: U, V (and bu, bi)
         obj = obj + 0.5 * lmd * reg / n
     return obj, sse
 
-# %% ../nbs/03_mf_jax.ipynb #c039
+# %% ../nbs/03_mf_jax.ipynb #c040
 def sparse_sums(p:dict, # parameters: U, V (and bu, bi)
                 mu, # global mean
                 u, i, r, # user, movie, rating arrays
@@ -290,7 +290,7 @@ def sparse_objective(p:dict, mu, u, i, r, w, # as `sparse_sums`; arrays of any s
     n = w.sum()
     return 0.5 * (sse + lmd * reg) / n, sse
 
-# %% ../nbs/03_mf_jax.ipynb #c045
+# %% ../nbs/03_mf_jax.ipynb #c046
 def lr_factor(config:MFConfig, # uses `schedule`, `decay` and `max_epochs`
               epoch, # epoch number (int, or a JAX integer array)
               xp=math, # `math` for Python numbers, `jnp` inside a JAX schedule
@@ -320,7 +320,7 @@ def _param_state(model:nnx.Module, grads:dict) -> nnx.State:
     nnx.replace_by_pure_dict(s, grads)
     return s
 
-# %% ../nbs/03_mf_jax.ipynb #c050
+# %% ../nbs/03_mf_jax.ipynb #c051
 def _chunk_sums(p, mu, u, i, r, w, n, lmd):
     "Objective, SSE and gradients summed over chunks (rows of u, i, r, w), accumulating chunk by chunk."
     def chunk(p, c):
@@ -341,7 +341,7 @@ def _sse_chunks(p, mu, u, i, r, w, lo, hi, clip:bool):
         return acc + (w * (pred - r) ** 2).sum(), None
     return lax.scan(body, jnp.zeros((), r.dtype), (u, i, r, w))[0]
 
-# %% ../nbs/03_mf_jax.ipynb #c052
+# %% ../nbs/03_mf_jax.ipynb #c053
 def _als_side(F, y, indices, indptr, counts, lmd, n_rows):
     "Solve every row's regularised least squares against the fixed factors `F` (one batched (d×d) solve)."
     d = F.shape[1]
@@ -377,7 +377,7 @@ def _csr_pattern(rows:np.ndarray, n_rows:int) -> tuple[np.ndarray, np.ndarray]:
     counts = np.bincount(rows, minlength=n_rows)
     return np.r_[0, np.cumsum(counts)].astype(np.int32), counts
 
-# %% ../nbs/03_mf_jax.ipynb #c054
+# %% ../nbs/03_mf_jax.ipynb #c055
 def csr_sums(p:dict, # parameters: U, V (and bu, bi)
              mu, # global mean
              chunks:tuple, # (u, i) as (chunks, chunk length) arrays covering the ratings in order, padding at the end
@@ -409,7 +409,7 @@ def rating_layout(u:np.ndarray, i:np.ndarray, r:np.ndarray, # triples sorted by 
     indptr_i, cnt_i = _csr_pattern(i[perm], n_movies)
     return (u, i, r, indptr_u, cnt_u.astype(r.dtype)), (perm, u[perm], indptr_i, cnt_i.astype(r.dtype))
 
-# %% ../nbs/03_mf_jax.ipynb #c059
+# %% ../nbs/03_mf_jax.ipynb #c060
 def gamma_sample(key, a, # shape parameter(s): static Python numbers or a NumPy array
                  dtype=jnp.float32):
     "Gamma(a, 1) draws; for a ≥ 50 by the Wilson–Hilferty cube of a normal (cheap to compile, accurate to ~1e-4)."
@@ -479,7 +479,7 @@ def gibbs_sweep(key, # this sweep's random key
     alpha = gamma_sample(ks[4], 1 + len(r) / 2, r.dtype) / (1 + 0.5 * (e * e).sum())
     return new, alpha
 
-# %% ../nbs/03_mf_jax.ipynb #c062
+# %% ../nbs/03_mf_jax.ipynb #c063
 class MFTrainerBase:
     "What the JAX and PyTorch trainers share: the settings derived from the configuration and the data, and `evaluate`."
     def _derive(self, config:MFConfig, data:MFData) -> MFConfig:
@@ -729,7 +729,7 @@ class JaxMFTrainer(MFTrainerBase):
         else: p = np.asarray(self.model.predict(u, i))
         return np.clip(p, self.lo, self.hi) if self.cfg.clip else p
 
-# %% ../nbs/03_mf_jax.ipynb #c063
+# %% ../nbs/03_mf_jax.ipynb #c064
 # compiled once per process (shared by all trainers of the same shapes)
 _sse_jit = jax.jit(_sse_chunks, static_argnames='clip')
 
@@ -741,7 +741,7 @@ _gibbs_jit = jax.jit(gibbs_sweep)
 
 _pred_jit = jax.jit(lambda p, mu, u, i: lax.map(lambda c: predict_pairs(p, mu, *c), (u, i)))
 
-# %% ../nbs/03_mf_jax.ipynb #c065
+# %% ../nbs/03_mf_jax.ipynb #c066
 @dataclass
 class MFRun:
     "What a training run returns: the trainer (model, optimizer), the history and the final figures."

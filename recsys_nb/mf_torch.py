@@ -11,8 +11,9 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['TorchMF', 'RatingPattern', 'ObservedDot', 'GatherSum', 'predict_pattern', 'torch_dense_objective',
-           'torch_sparse_objective', 'make_torch_optimizer', 'torch_als_sweep', 'torch_gibbs_sweep', 'TorchMFTrainer',
-           'train_and_evaluate', 'train_mf', 'evaluate_mf', 'register_cli']
+           'torch_sparse_objective', 'sparse_residual_grads', 'torch_sparse_grads', 'pattern_predictions',
+           'make_torch_optimizer', 'torch_als_sweep', 'torch_gibbs_sweep', 'TorchMFTrainer', 'train_and_evaluate',
+           'train_mf', 'evaluate_mf', 'register_cli']
 
 # %% ../nbs/04_mf_torch.ipynb #c004
 import torch
@@ -66,27 +67,34 @@ class RatingPattern:
         if perm_t is None: perm_t = np.argsort(i, kind='stable')   # u is sorted, so ties stay in user order
         cu, ci = np.bincount(u, minlength=n_users), np.bincount(i, minlength=n_movies)
         t = lambda x: torch.from_numpy(np.ascontiguousarray(x)).to(device)
-        self.shape, self.n = (n_users, n_movies), len(u)
+        idx = np.int32 if len(u) < 2**31 else np.int64           # CSR indices: 32-bit when they fit (faster kernels)
+        self.shape, self.n, self.device = (n_users, n_movies), len(u), torch.device(device)
         self.u, self.i = t(u.astype(np.int64)), t(i.astype(np.int64))
-        self.crow, self.crow_t = t(np.r_[0, np.cumsum(cu)]), t(np.r_[0, np.cumsum(ci)])
-        self.perm_t, self.col_t = t(perm_t.astype(np.int64)), t(u[perm_t].astype(np.int64))
+        self.crow, self.crow_t = t(np.r_[0, np.cumsum(cu)].astype(idx)), t(np.r_[0, np.cumsum(ci)].astype(idx))
+        self.col, self.col_t = t(i.astype(idx)), t(u[perm_t].astype(idx))
+        self.perm_t = t(perm_t.astype(np.int64))
         self.cnt_u, self.cnt_i = t(cu).to(dtype), t(ci).to(dtype)
+        self._zero, self._host = None, (np.r_[0, np.cumsum(cu)], np.asarray(i, np.int32))
 
     def matrix(self, values:torch.Tensor) -> torch.Tensor:
         "Sparse CSR users × movies matrix with `values` (in rating order) at the ratings."
-        return _csr(self.crow, self.i, values, self.shape)
+        return _csr(self.crow, self.col, values, self.shape)
 
     def matrix_t(self, values:torch.Tensor) -> torch.Tensor:
         "Sparse CSR movies × users matrix (the transpose) with `values` (in rating order)."
-        return _csr(self.crow_t, self.col_t, values[self.perm_t], self.shape[::-1])
+        return _csr(self.crow_t, self.col_t, values.index_select(0, self.perm_t), self.shape[::-1])
+
+    def sampled(self, U:torch.Tensor, V:torch.Tensor) -> torch.Tensor:
+        "p_u·q_i at every rating (in rating order): one sampled dense–dense product on a pattern built once."
+        if self._zero is None or self._zero.dtype != U.dtype: self._zero = self.matrix(torch.zeros(self.n, dtype=U.dtype, device=U.device))
+        return torch.sparse.sampled_addmm(self._zero, U, V.T, beta=0.0).values()
 
 class ObservedDot(torch.autograd.Function):
     "p_u·q_i at the ratings of a pattern: sampled dense-dense product forward, two sparse-dense products backward."
     @staticmethod
     def forward(ctx, U, V, pat):
         ctx.save_for_backward(U, V); ctx.pat = pat
-        zero = torch.zeros(pat.n, dtype=U.dtype, device=U.device)
-        return torch.sparse.sampled_addmm(pat.matrix(zero), U, V.T, beta=0.0).values()
+        return pat.sampled(U, V)
 
     @staticmethod
     def backward(ctx, g):
@@ -139,6 +147,122 @@ def torch_sparse_objective(model:TorchMF, pat:RatingPattern, r:torch.Tensor, # r
     return obj, sse
 
 # %% ../nbs/04_mf_torch.ipynb #c020
+try: import numba
+except ImportError: numba = None   # optional: without it the sparse step runs on PyTorch's CSR kernels
+
+# %% ../nbs/04_mf_torch.ipynb #c021
+if numba is not None:
+    @numba.njit(parallel=True, fastmath=True, cache=True, boundscheck=False)
+    def _fused_residual_grads(U, V, bu, bi, mu, z, crow, col, r, bounds, gU, gbu, gVt, gbit):
+        "Σe² over the ratings; E·V and E·1 into gU, gbu; Eᵀ·U and Eᵀ·1 into gVt[t], gbit[t] for each user range t."
+        nt, k, biased = len(bounds) - 1, U.shape[1], len(bu) > 0
+        sse = np.zeros(nt)
+        for t in numba.prange(nt):
+            gV, gb = gVt[t], gbit[t]
+            gV[:] = 0
+            gb[:] = 0
+            acc = np.empty_like(U[0])
+            s = 0.0
+            for uu in range(bounds[t], bounds[t + 1]):
+                acc[:] = 0
+                sb = z
+                base = mu + bu[uu] if biased else z
+                for j in range(crow[uu], crow[uu + 1]):
+                    ii = col[j]
+                    d = z
+                    for f in range(k): d += U[uu, f] * V[ii, f]
+                    e = d + base + bi[ii] - r[j] if biased else d - r[j]
+                    s += e * e
+                    for f in range(k):
+                        acc[f] += e * V[ii, f]
+                        gV[ii, f] += e * U[uu, f]
+                    if biased:
+                        sb += e
+                        gb[ii] += e
+                gU[uu, :] = acc
+                if biased: gbu[uu] = sb
+            sse[t] = s
+        return sse.sum()
+
+    @numba.njit(parallel=True, fastmath=True, cache=True, boundscheck=False)
+    def _fused_predict(U, V, bu, bi, mu, z, crow, col, bounds, out):
+        "Predictions at the ratings of a CSR pattern, one user range per thread."
+        k, biased = U.shape[1], len(bu) > 0
+        for t in numba.prange(len(bounds) - 1):
+            for uu in range(bounds[t], bounds[t + 1]):
+                base = mu + bu[uu] if biased else z
+                for j in range(crow[uu], crow[uu + 1]):
+                    ii = col[j]
+                    d = z
+                    for f in range(k): d += U[uu, f] * V[ii, f]
+                    out[j] = d + base + bi[ii] if biased else d
+
+# %% ../nbs/04_mf_torch.ipynb #c022
+def _numba_ok(pat:RatingPattern, kernel:str) -> bool:
+    "Whether to run the fused numba kernels ('auto': on a CPU when numba is importable)."
+    if kernel not in ('auto', 'numba', 'torch'): raise ValueError(f"kernel must be 'auto', 'numba' or 'torch', got {kernel!r}")
+    ok = numba is not None and pat.device.type == 'cpu'
+    if kernel == 'numba' and not ok: raise RuntimeError("kernel='numba' needs numba installed and a CPU device")
+    return ok and kernel != 'torch'
+
+def _host_args(model:TorchMF, pat:RatingPattern):
+    "NumPy views of the parameters, μ and zero in their dtype, the CSR arrays and one user range per numba thread."
+    U, V = model.U.detach().numpy(), model.V.detach().numpy()
+    bu, bi = (model.bu.detach().numpy(), model.bi.detach().numpy()) if model.biased else (np.empty(0, U.dtype),) * 2
+    crow, col = pat._host
+    nt = numba.get_num_threads()
+    bounds = np.searchsorted(crow, np.linspace(0, pat.n, nt + 1)).astype(np.int64)
+    bounds[0], bounds[-1] = 0, len(crow) - 1
+    return (U, V, bu, bi, U.dtype.type(model.mu.item()), U.dtype.type(0), crow, col), bounds
+
+@torch.no_grad()
+def sparse_residual_grads(model:TorchMF, pat:RatingPattern, r:torch.Tensor, # ratings in pattern order
+                          kernel:str='auto', # 'auto', 'numba' (fused CPU pass) or 'torch' (SDDMM + two SpMMs)
+                         ) -> tuple[torch.Tensor, dict]:
+    "(Σe², gradients of ½Σe²) with e = prediction − rating at the ratings of `pat`: E V, Eᵀ U (and E 1, Eᵀ 1), no autograd."
+    if _numba_ok(pat, kernel):
+        args, bounds = _host_args(model, pat)
+        U, V, bu, bi = args[:4]
+        gU, gbu = np.empty_like(U), np.empty_like(bu)
+        gVt, gbit = np.empty((len(bounds) - 1, *V.shape), V.dtype), np.empty((len(bounds) - 1, len(bi)), V.dtype)
+        sse = _fused_residual_grads(*args, r.numpy(), bounds, gU, gbu, gVt, gbit)
+        g = {'U': gU, 'V': gVt.sum(0)}
+        if model.biased: g.update(bu=gbu, bi=gbit.sum(0))
+        return torch.tensor(sse, dtype=model.U.dtype), {k: torch.from_numpy(v) for k, v in g.items()}
+    U, V, k = model.U.detach(), model.V.detach(), model.U.shape[1]
+    e = pat.sampled(U, V)
+    if model.biased: e.add_(model.mu + model.bu.detach()[pat.u] + model.bi.detach()[pat.i])
+    e.sub_(r)
+    sse = (e * e).sum()   # a pairwise sum: `e @ e` accumulates millions of float32 squares in one running sum
+    if not model.biased: return sse, {'U': pat.matrix(e) @ V, 'V': pat.matrix_t(e) @ U}
+    one = lambda X: torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype, device=X.device)], 1)
+    gu, gv = pat.matrix(e) @ one(V), pat.matrix_t(e) @ one(U)
+    return sse, {'U': gu[:, :k].contiguous(), 'V': gv[:, :k].contiguous(), 'bu': gu[:, k].contiguous(), 'bi': gv[:, k].contiguous()}
+
+@torch.no_grad()
+def torch_sparse_grads(model:TorchMF, pat:RatingPattern, r:torch.Tensor, # ratings in pattern order
+                       lmd:float=0.0, # λ of the 'l2' penalty
+                       kernel:str='auto', # as `sparse_residual_grads`
+                      ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    "(objective, SSE, gradients) of `torch_sparse_objective`, computed directly from one residual vector."
+    sse, g = sparse_residual_grads(model, pat, r, kernel)
+    obj = 0.5 * sse
+    if lmd:
+        obj = obj + 0.5 * lmd * _penalty(model, pat.cnt_u, pat.cnt_i)
+        for name, cnt in (('U', pat.cnt_u[:, None]), ('V', pat.cnt_i[:, None]), ('bu', pat.cnt_u), ('bi', pat.cnt_i)):
+            if name in g: g[name].add_(lmd * cnt * getattr(model, name))
+    return obj / pat.n, sse, {k: v.div_(pat.n) for k, v in g.items()}
+
+@torch.no_grad()
+def pattern_predictions(model:TorchMF, pat:RatingPattern, kernel:str='auto') -> torch.Tensor:
+    "Predictions at the ratings of `pat` (no autograd): the fused numba kernel on a CPU, else `predict_pattern`."
+    if not _numba_ok(pat, kernel): return predict_pattern(model, pat)
+    args, bounds = _host_args(model, pat)
+    out = np.empty(pat.n, args[0].dtype)
+    _fused_predict(*args, bounds, out)
+    return torch.from_numpy(out)
+
+# %% ../nbs/04_mf_torch.ipynb #c029
 def make_torch_optimizer(config:MFConfig, params) -> tuple:
     "(optimizer, per-epoch LambdaLR scheduler) of `config`; λ is the weight decay when `reg='decay'`."
     wd = config.lmd if config.reg == 'decay' else 0.0
@@ -148,7 +272,7 @@ def make_torch_optimizer(config:MFConfig, params) -> tuple:
     else: opt = torch.optim.SGD(params, momentum=config.momentum, **kw)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(config, e))
 
-# %% ../nbs/04_mf_torch.ipynb #c023
+# %% ../nbs/04_mf_torch.ipynb #c032
 def _torch_als_side(F, y, crow, col, counts, lmd, n_rows):
     d = F.shape[1]
     outer = (F[:, :, None] * F[:, None, :]).reshape(F.shape[0], d * d)
@@ -164,16 +288,16 @@ def torch_als_sweep(model:TorchMF, pat:RatingPattern, r:torch.Tensor, lmd:float)
     one = lambda n: torch.ones(n, 1, dtype=r.dtype, device=r.device)
     F = torch.cat([model.V, one(len(model.V))], 1) if biased else model.V
     y = r - model.mu - model.bi[pat.i] if biased else r
-    x = _torch_als_side(F, y, pat.crow, pat.i, pat.cnt_u, lmd, len(model.U))
+    x = _torch_als_side(F, y, pat.crow, pat.col, pat.cnt_u, lmd, len(model.U))
     model.U.copy_(x[:, :k])
     if biased: model.bu.copy_(x[:, k])
     F = torch.cat([model.U, one(len(model.U))], 1) if biased else model.U
-    y = (r - model.mu - model.bu[pat.u] if biased else r)[pat.perm_t]
+    y = (r - model.mu - model.bu[pat.u] if biased else r).index_select(0, pat.perm_t)
     x = _torch_als_side(F, y, pat.crow_t, pat.col_t, pat.cnt_i, lmd, len(model.V))
     model.V.copy_(x[:, :k])
     if biased: model.bi.copy_(x[:, k])
 
-# %% ../nbs/04_mf_torch.ipynb #c024
+# %% ../nbs/04_mf_torch.ipynb #c033
 def _np_wishart(rng, df, scale):
     "Wishart(df, scale) by Bartlett's decomposition (NumPy)."
     d = len(scale)
@@ -214,22 +338,23 @@ def torch_gibbs_sweep(model:TorchMF, pat:RatingPattern, r:torch.Tensor, alpha:fl
     Lam, m = map(t, _np_prior(rng, XU.double().cpu().numpy()))
     F = torch.cat([model.V, one(len(XV))], 1) if biased else model.V
     y = r - model.mu - model.bi[pat.i] if biased else r
-    XU = _torch_gibbs_side(gen, F, y, pat.crow, pat.i, Lam, m, alpha, len(XU))
+    XU = _torch_gibbs_side(gen, F, y, pat.crow, pat.col, Lam, m, alpha, len(XU))
     model.U.copy_(XU[:, :k])
     if biased: model.bu.copy_(XU[:, k])
     Lam, m = map(t, _np_prior(rng, XV.double().cpu().numpy()))
     F = torch.cat([model.U, one(len(model.U))], 1) if biased else model.U
-    y = (r - model.mu - model.bu[pat.u] if biased else r)[pat.perm_t]
+    y = (r - model.mu - model.bu[pat.u] if biased else r).index_select(0, pat.perm_t)
     XV = _torch_gibbs_side(gen, F, y, pat.crow_t, pat.col_t, Lam, m, alpha, len(XV))
     model.V.copy_(XV[:, :k])
     if biased: model.bi.copy_(XV[:, k])
     sse = float(((predict_pattern(model, pat) - r) ** 2).sum())
     return rng.gamma(1 + len(r) / 2) / (1 + 0.5 * sse)
 
-# %% ../nbs/04_mf_torch.ipynb #c026
+# %% ../nbs/04_mf_torch.ipynb #c035
 class TorchMFTrainer(MFTrainerBase):
     "A PyTorch model, its optimizer and the data on device: the twin of `mf_jax.JaxMFTrainer`."
     backend = 'torch'
+    kernel = 'auto'   # sparse gradients and predictions: 'auto', 'numba' or 'torch' (see `sparse_residual_grads`)
     def __init__(self, config:MFConfig, # the run's settings
                  data:MFData, # the triples
                  init:dict|None=None, # initial factors {'U': ..., 'V': ...} (NumPy), e.g. from the JAX trainer
@@ -270,6 +395,13 @@ class TorchMFTrainer(MFTrainerBase):
         obj.backward()
         self.optimizer.step()
 
+    def _sparse_update(self, pat, r):
+        "One optimizer step on the ratings of `pat` with directly computed gradients; returns (objective, SSE)."
+        obj, sse, g = torch_sparse_grads(self.model, pat, r, self.lmd_l2, self.kernel)
+        for name, p in self.model.named_parameters(): p.grad = g[name]
+        self.optimizer.step()
+        return obj, sse
+
     def _epoch_batches(self, epoch:int):
         "This epoch's minibatches (the same partition as the JAX trainer's), each with its CSR pattern."
         u, i, r = self.data.train
@@ -297,13 +429,11 @@ class TorchMFTrainer(MFTrainerBase):
             self._update(obj); n = self.data.n_train
         elif not self.minibatch:
             pat, r = self._sets['train']
-            obj, sse = torch_sparse_objective(model, pat, r, self.lmd_l2)
-            self._update(obj); n = pat.n
+            obj, sse = self._sparse_update(pat, r); n = pat.n
         else:
             tot = sse = n = 0.0
             for pat, r in self._epoch_batches(epoch):
-                ob, sb = torch_sparse_objective(model, pat, r, self.lmd_l2)
-                self._update(ob)
+                ob, sb = self._sparse_update(pat, r)
                 tot, sse, n = tot + ob.detach() * pat.n, sse + sb.detach(), n + pat.n
             obj = tot / n
         if self.scheduler is not None: self.scheduler.step()
@@ -330,7 +460,7 @@ class TorchMFTrainer(MFTrainerBase):
             if name != 'train': raise KeyError(f"no {name!r} set")
             self._sets['train'] = self._pattern(self.data.train)
         pat, r = self._sets[name]
-        pred = self.sums[name] / self.count if (self.cfg.mode == 'bayes' and self.count) else predict_pattern(self.model, pat)
+        pred = self.sums[name] / self.count if (self.cfg.mode == 'bayes' and self.count) else pattern_predictions(self.model, pat, self.kernel)
         if self.cfg.clip: pred = pred.clamp(self.lo, self.hi)
         return torch.sqrt(((pred - r) ** 2).mean())
 
@@ -389,7 +519,7 @@ def train_and_evaluate(config:MFConfig, # the run's settings (`mf_config(mode, .
     trainer = TorchMFTrainer(config, as_mf_data(data, config.val_frac, config.seed), init)
     return run_trainer(trainer, callback)
 
-# %% ../nbs/04_mf_torch.ipynb #c041
+# %% ../nbs/04_mf_torch.ipynb #c052
 def train_mf(config:MFConfig, # the run's settings
              data, # a `RatingData` or an `MFData`
              backend:str='jax', # 'jax' or 'torch'
@@ -417,7 +547,7 @@ def evaluate_mf(data, # a `RatingData` (train/test) or an `MFData`
     out['config'] = asdict(run.config)
     return out
 
-# %% ../nbs/04_mf_torch.ipynb #c044
+# %% ../nbs/04_mf_torch.ipynb #c055
 _CLI_FIELDS = {  # flag: (MFConfig field, type, help)
     'k': ('k', int, 'latent factors'), 'lmd': ('lmd', float, 'regularisation strength λ'),
     'lr': ('lr', float, 'learning rate'), 'tol': ('tol', float, 'stop when |Δloss| < tol (0: never)'),

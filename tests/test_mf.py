@@ -37,16 +37,24 @@ def test_twins_float32(tiny, options):
     assert np.max(np.abs(a - b) / np.abs(a)) < 1e-4
 
 
+def _random_ratings(n_users, n_movies, seed):
+    "(rng, users, movies, ratings): half of the cells of a small matrix, sorted by user then movie, random 1-5 ratings."
+    rng = np.random.default_rng(seed)
+    pairs = np.sort(rng.choice(n_users * n_movies, size=max(1, n_users * n_movies // 2), replace=False))
+    u, i = (pairs // n_movies).astype(np.int32), (pairs % n_movies).astype(np.int32)
+    return rng, u, i, rng.integers(1, 6, len(pairs)).astype(np.float32)
+
+
+SMALL_PROBLEMS = dict(n_users=st.integers(1, 12), n_movies=st.integers(1, 12), k=st.integers(1, 6), biased=st.booleans(),
+                      lmd=st.sampled_from([0.0, 0.3]), seed=st.integers(0, 10_000))
+
+
 @settings(max_examples=8, deadline=None)
-@given(n_users=st.integers(2, 12), n_movies=st.integers(2, 12), k=st.integers(1, 6), biased=st.booleans(),
-       lmd=st.sampled_from([0.0, 0.3]), seed=st.integers(0, 10_000))
+@given(**SMALL_PROBLEMS)
 def test_dense_equals_sparse(n_users, n_movies, k, biased, lmd, seed):
     "The dense objective (full matrix, mask), the sparse one (gathers) and `csr_sums` (CSR products) agree in value and gradients to 1e-5."
     import jax, jax.numpy as jnp
-    rng = np.random.default_rng(seed)
-    pairs = rng.choice(n_users * n_movies, size=max(1, n_users * n_movies // 2), replace=False)
-    u, i = (pairs // n_movies).astype(np.int32), (pairs % n_movies).astype(np.int32)
-    r = rng.integers(1, 6, len(pairs)).astype(np.float32)
+    rng, u, i, r = _random_ratings(n_users, n_movies, seed)
     p = {'U': jnp.asarray(rng.normal(0, .5, (n_users, k)), jnp.float32), 'V': jnp.asarray(rng.normal(0, .5, (n_movies, k)), jnp.float32)}
     if biased: p.update(bu=jnp.asarray(rng.normal(0, .3, n_users), jnp.float32), bi=jnp.asarray(rng.normal(0, .3, n_movies), jnp.float32))
     mu = 3.0 if biased else 0.0
@@ -63,6 +71,48 @@ def test_dense_equals_sparse(n_users, n_movies, k, biased, lmd, seed):
     assert abs(float(oc - ls)) <= 1e-5 * max(1.0, abs(float(ls)))
     for name in p:
         assert float(jnp.abs(gc[name] - gs[name]).max()) <= 1e-5 * max(1.0, float(jnp.abs(gs[name]).max()))
+
+
+KERNELS = ['torch'] + (['numba'] if mf_torch.numba is not None else [])
+
+
+@settings(max_examples=10, deadline=None)
+@given(**SMALL_PROBLEMS)
+def test_explicit_gradients_match_autograd(n_users, n_movies, k, biased, lmd, seed):
+    "`torch_sparse_grads` (fused numba pass or SDDMM + SpMMs, no autograd) = autograd through `torch_sparse_objective`, to 1e-5."
+    import torch
+    rng, u, i, r = _random_ratings(n_users, n_movies, seed)
+    r = torch.from_numpy(r)
+    pat = mf_torch.RatingPattern(u, i, n_users, n_movies)
+    model = mf_torch.TorchMF(n_users, n_movies, k, biased=biased, mu=3.0, init_std=0.5, seed=seed)
+    if biased:
+        with torch.no_grad(): model.bu.normal_(0, 0.3); model.bi.normal_(0, 0.3)
+    obj, sse = mf_torch.torch_sparse_objective(model, pat, r, lmd)
+    names = [n for n, _ in model.named_parameters()]
+    ref = dict(zip(names, torch.autograd.grad(obj, list(model.parameters()))))
+    for kernel in KERNELS:
+        o, s, g = mf_torch.torch_sparse_grads(model, pat, r, lmd, kernel)
+        assert abs(o.item() - obj.item()) <= 1e-5 * max(1.0, abs(obj.item())) and abs(s.item() - sse.item()) <= 1e-5 * max(1.0, sse.item())
+        assert sorted(g) == sorted(names)
+        for name in names:
+            assert float((g[name] - ref[name]).abs().max()) <= 1e-5 * max(1.0, float(ref[name].abs().max())), (kernel, name)
+        pred = mf_torch.pattern_predictions(model, pat, kernel)
+        assert float((pred - mf_torch.predict_pattern(model, pat).detach()).abs().max()) <= 1e-5 * 10
+
+
+@pytest.mark.skipif(len(KERNELS) < 2, reason='numba not installed')
+@pytest.mark.parametrize('options', [dict(), dict(batch_size=1000, max_epochs=10)], ids=['full', 'minibatch'])
+def test_kernels_same_run(tiny, options):
+    "The PyTorch sparse trainer follows the same loss curve with the fused numba kernel and with PyTorch's kernels."
+    cfg = mf_config('sparse', **{'progress': False, 'tol': 0, 'max_epochs': 40, **options})
+    curves = []
+    for kernel in KERNELS:
+        tr = mf_torch.TorchMFTrainer(cfg, tiny)
+        tr.kernel = kernel
+        curves.append(mf_jax.run_trainer(tr).history)
+    a, b = curves
+    assert np.max(np.abs(a.loss.to_numpy() - b.loss.to_numpy()) / a.loss.to_numpy()) < 1e-5
+    assert np.max(np.abs(a.test_rmse.to_numpy() - b.test_rmse.to_numpy())) < 1e-5
 
 
 def _interrupt_at(n):
