@@ -20,13 +20,13 @@ __all__ = ['PIN_URL', 'PAIR_COLUMNS', 'FASHION_CATEGORIES', 'GENERIC_SHAPES', 'N
            'STL_CONFIGS', 'check_signature', 'key_to_url', 'read_catalog', 'categories', 'read_pairs', 'write_pairs',
            'image_path', 'find_images', 'STLData', 'load_stl', 'category_shape', 'draw_product', 'on_white',
            'draw_scene', 'categories_of', 'synth_stl', 'contact_sheet', 'random_items', 'item_table_html',
-           'write_random_items', 'decode_image', 'crop_or_pad', 'fit_image', 'normalize_image', 'load_image', 'Batches',
-           'ResBlock', 'CNN', 'l2_normalize', 'STLModel', 'make_triplets', 'STLConfig', 'triplet_loss',
-           'in_batch_hinge', 'train_step', 'embed_images', 'write_embeddings', 'read_embeddings', 'top_k_products',
-           'gini', 'appearance_stats', 'split_pairs', 'ranking_queries', 'expected_random_hit_rate', 'random_top_k',
-           'STLEmbeddings', 'make_embeddings', 'triplet_scores', 'evaluate_stl', 'make_optimizer', 'save_model',
-           'load_model', 'STLRun', 'train_stl', 'scene_page_html', 'write_recommendations', 'run_stl', 'recommend_stl',
-           'register_cli']
+           'write_random_items', 'decode_image', 'crop_or_pad', 'fit_image', 'normalize_image', 'load_image',
+           'augment_images', 'Batches', 'ResBlock', 'CNN', 'l2_normalize', 'STLModel', 'make_triplets', 'STLConfig',
+           'triplet_loss', 'in_batch_hinge', 'in_batch_softmax', 'train_step', 'ema_update', 'embed_images',
+           'write_embeddings', 'read_embeddings', 'top_k_products', 'gini', 'appearance_stats', 'split_pairs',
+           'ranking_queries', 'expected_random_hit_rate', 'random_top_k', 'STLEmbeddings', 'make_embeddings',
+           'triplet_scores', 'evaluate_stl', 'make_optimizer', 'save_model', 'load_model', 'STLRun', 'train_stl',
+           'scene_page_html', 'write_recommendations', 'run_stl', 'recommend_stl', 'register_cli']
 
 # %% ../nbs/20_stl.ipynb #c006
 PIN_URL = 'http://i.pinimg.com/400x/{0}/{1}/{2}/{3}.jpg'
@@ -675,6 +675,27 @@ def load_image(path, # image file
     return normalize_image(img) if normalize else img
 
 # %% ../nbs/20_stl.ipynb #c063
+def augment_images(imgs:np.ndarray, # (B, H, W, 3) uint8 images
+                   rng:np.random.Generator, # source of the random choices
+                   flip:bool=True, # mirror each image left-right with probability 1/2
+                   shift:int=0, # move each image by up to `shift` pixels each way (border pixels repeated)
+                   brightness:float=0.0, # multiply each image by a factor drawn from [1 - brightness, 1 + brightness]
+                  ) -> np.ndarray:
+    "Randomly mirrored, shifted and brightened copies of a batch of images (uint8, same shape)."
+    out, (B, H, W) = imgs, imgs.shape[:3]
+    if flip:
+        f = rng.random(B) < 0.5
+        out = np.where(f[:, None, None, None], out[:, :, ::-1], out)
+    if shift:
+        padded = np.pad(out, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode='edge')
+        dy, dx = rng.integers(0, 2 * shift + 1, (2, B))
+        out = np.stack([padded[i, y:y + H, x:x + W] for i, (y, x) in enumerate(zip(dy, dx))])
+    if brightness:
+        gain = rng.uniform(1 - brightness, 1 + brightness, (B, 1, 1, 1)).astype(np.float32)
+        out = np.clip(np.rint(out * gain), 0, 255).astype(np.uint8)
+    return out
+
+# %% ../nbs/20_stl.ipynb #c068
 class Batches:
     "Threaded, prefetching iterator over batches of images; seeded shuffles; resumable."
     def __init__(self, items, # sequence of image paths, or of tuples of image paths
@@ -689,6 +710,7 @@ class Batches:
                  prefetch:int=4, # batches loaded ahead
                  cache:bool=False, # keep decoded images in memory
                  with_index:bool=False, # also return each batch's item indices (first element)
+                 augment:dict|None=None, # `augment_images` settings applied to every batch (training only); None: off
                 ):
         items = list(items)
         self.single = bool(items) and isinstance(items[0], (str, Path))
@@ -698,7 +720,7 @@ class Batches:
         self.batch_size, self.size, self.mode, self.shuffle, self.seed = batch_size, size, mode, shuffle, seed
         self.repeat, self.pos, self.prefetch = repeat, int(start), max(1, prefetch)
         self.cache = {} if cache else None
-        self.with_index = with_index
+        self.with_index, self.augment = with_index, augment
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix='stl-batches')
         self._pending, self._order, self._order_epoch = [], None, None
 
@@ -727,18 +749,22 @@ class Batches:
         if img is None: img = self.cache[path] = load_image(path, self.size, self.mode, normalize=False)
         return img
 
-    def _load(self, idx):
-        cols = zip(*[self.items[i] for i in idx])
-        out = tuple(normalize_image(np.stack([self._image(p) for p in col])) for col in cols)
+    def _load(self, idx, start):
+        cols = [np.stack([self._image(p) for p in col]) for col in zip(*[self.items[i] for i in idx])]
+        if self.augment:
+            rng = np.random.default_rng([self.seed, 1, start])
+            cols = [augment_images(c, rng, **self.augment) for c in cols]
+        out = tuple(normalize_image(c) for c in cols)
         return (idx,) + out if self.with_index else out
 
     def __iter__(self): return self
 
     def __next__(self):
         while len(self._pending) < self.prefetch:
+            start = self.pos
             idx = self._next_indices()
             if idx is None: break
-            self._pending.append(self._pool.submit(self._load, idx))
+            self._pending.append(self._pool.submit(self._load, idx, start))
         if not self._pending: raise StopIteration
         out = self._pending.pop(0).result()
         return out[-1] if self.single and not self.with_index else out
@@ -755,11 +781,11 @@ class Batches:
         try: self._pool.shutdown(wait=False, cancel_futures=True)
         except Exception: pass
 
-# %% ../nbs/20_stl.ipynb #c068
+# %% ../nbs/20_stl.ipynb #c073
 import jax, jax.numpy as jnp, optax
 from flax import nnx
 
-# %% ../nbs/20_stl.ipynb #c069
+# %% ../nbs/20_stl.ipynb #c074
 class ResBlock(nnx.Module):
     "One block of the book's CNN: stride-2 shortcut conv, stride-2 conv + two 1x1 convs with BatchNorm/swish, avg pool."
     def __init__(self, in_features:int, features:int, momentum:float=0.9, *, rngs:nnx.Rngs):
@@ -812,7 +838,7 @@ class STLModel(nnx.Module):
         p, n = jnp.split(self.product_embed(jnp.concatenate([pos_product, neg_product])), 2)  # one set of batch statistics
         return jnp.sum(s * p, -1), jnp.sum(s * n, -1), s, p, n
 
-# %% ../nbs/20_stl.ipynb #c075
+# %% ../nbs/20_stl.ipynb #c080
 def make_triplets(pairs:pd.DataFrame, # valid pairs, in file order
                   num_neg:int=5, # negatives a pair
                   seed:int=0, # random seed
@@ -846,7 +872,7 @@ def make_triplets(pairs:pd.DataFrame, # valid pairs, in file order
     is_test = df['pair'] % test_every == 0
     return df[~is_test].reset_index(drop=True), df[is_test].reset_index(drop=True)
 
-# %% ../nbs/20_stl.ipynb #c079
+# %% ../nbs/20_stl.ipynb #c084
 @dataclass
 class STLConfig:
     "Every setting of an STL training run."
@@ -873,6 +899,17 @@ class STLConfig:
     workers:int = 4               # image-loading threads
     prefetch:int = 4              # batches loaded ahead
     cache:bool = True             # keep decoded images in memory
+    flip:bool = False             # training images mirrored left-right at random (`augment_images`)
+    shift:int = 0                 # training images shifted by up to this many pixels
+    brightness:float = 0.0        # training images' brightness scaled by up to ±this
+    weight_decay:float = 0.0      # AdamW's decoupled weight decay on the kernels (0: Adam)
+    temperature:float = 0.0       # > 0 (with `in_batch`): softmax cross-entropy over the batch's products at this temperature instead of the hinge
+    ema:float = 0.0               # decay of an exponential moving average of the weights, evaluated and returned (0: off)
+
+    def augmentation(self) -> dict|None:
+        "The `augment_images` settings of the training batches (None: no augmentation)."
+        a = dict(flip=self.flip, shift=self.shift, brightness=self.brightness)
+        return a if (self.flip or self.shift or self.brightness) else None
 
     def __post_init__(self): self.filters = tuple(self.filters)
     def replace(self, **kw) -> 'STLConfig':
@@ -884,12 +921,12 @@ class STLConfig:
 STL_CONFIGS = {
     'tiny': STLConfig(image_size=32, filters=(8, 16), output_size=16, batch_size=8, num_neg=2, steps=20, log_every=5,
                       eval_every=10, checkpoint_every=10, workers=2),
-    'cpu': STLConfig(in_batch=True, regularization=0.05, steps=1400, eval_every=350, checkpoint_every=350),
+    'cpu': STLConfig(in_batch=True, regularization=0.05, temperature=0.1, steps=1400, eval_every=350, checkpoint_every=350),
     'gpu': STLConfig(image_size=512, batch_size=64, learning_rate=1e-3, steps=6000, log_every=100, eval_every=1000,
                      checkpoint_every=1000, workers=16, prefetch=8, cache=False),
 }
 
-# %% ../nbs/20_stl.ipynb #c081
+# %% ../nbs/20_stl.ipynb #c086
 def _norm_penalty(e): return jax.nn.relu(jnp.sqrt(jnp.sum(e * e, axis=-1)) - 1.0)
 
 def triplet_loss(pos_score, neg_score, margin:float=1.0):
@@ -904,23 +941,44 @@ def in_batch_hinge(s, p, n, # (B, d) scene, positive and negative embeddings of 
     h = triplet_loss(jnp.sum(s * p, -1)[:, None], s @ jnp.concatenate([p, n]).T, margin) * mask
     return h.sum() / jnp.maximum(mask.sum(), 1.0)
 
-@nnx.jit
+def in_batch_softmax(s, p, n, # (B, d) scene, positive and negative embeddings of a triplet batch
+                     mask, # (B, 2B): 1 where product j of [p; n] may serve as a negative of scene i
+                     temperature:float=0.1, # scores are divided by it
+                    ):
+    "Mean cross-entropy of each scene's positive against it and every product of the batch that `mask` allows."
+    pos = jnp.sum(s * p, -1) / temperature
+    neg = jnp.where(mask > 0, s @ jnp.concatenate([p, n]).T / temperature, -jnp.inf)
+    return jnp.mean(jnp.logaddexp(pos, jax.nn.logsumexp(neg, axis=-1)) - pos)
+
+@partial(nnx.jit, static_argnames='temperature')
 def train_step(model:STLModel, # in training mode
                optimizer:nnx.Optimizer, # Adam over the model's parameters
                scene, pos, neg, # image batches (B, H, W, 3)
                regularization, # weight of the norm penalty
                margin, # hinge margin
                mask=None, # (B, 2B) 1 where product j of [pos; neg] is a negative of scene i: in-batch negatives; None: the triplets' own
+               temperature:float=0.0, # > 0: in-batch softmax loss (`in_batch_softmax`) instead of the hinge (needs `mask`)
               ):
     "One Adam step on a triplet batch; returns (loss, hinge part, penalty part), batch means."
     def loss_fn(model):
         ps, ns, s, p, n = model(scene, pos, neg)
-        hinge = triplet_loss(ps, ns, margin).mean() if mask is None else in_batch_hinge(s, p, n, mask, margin)
+        if mask is None: hinge = triplet_loss(ps, ns, margin).mean()
+        elif temperature: hinge = in_batch_softmax(s, p, n, mask, temperature)
+        else: hinge = in_batch_hinge(s, p, n, mask, margin)
         penalty = (_norm_penalty(s) + _norm_penalty(p) + _norm_penalty(n)).mean()
         return hinge + regularization * penalty, (hinge, penalty)
     (loss, (hinge, penalty)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads)
     return loss, hinge, penalty
+
+@nnx.jit
+def ema_update(ema:STLModel, # the averaged copy (updated in place)
+               model:STLModel, # the model being trained
+               decay, # weight of the old average
+              ):
+    "ema ← decay · ema + (1 − decay) · model, for the parameters and the batch statistics."
+    avg = lambda a, b: decay * a + (1 - decay) * b
+    nnx.update(ema, jax.tree_util.tree_map(avg, nnx.state(ema, (nnx.Param, nnx.BatchStat)), nnx.state(model, (nnx.Param, nnx.BatchStat))))
 
 @partial(nnx.jit, static_argnames='tower')
 def _embed_batch(model, x, tower:str):
@@ -947,7 +1005,7 @@ def embed_images(model:STLModel, # trained model (switched to evaluation mode)
             out.append(np.asarray(_embed_batch(model, x, tower))[:n])
     return np.concatenate(out) if out else np.zeros((0, model.scene_cnn.dense.out_features), np.float32)
 
-# %% ../nbs/20_stl.ipynb #c088
+# %% ../nbs/20_stl.ipynb #c099
 def write_embeddings(path, # file stem: writes PATH.json and PATH.npz
                      ids:list, # signatures, one per row
                      emb:np.ndarray, # (len(ids), d) embeddings
@@ -999,10 +1057,10 @@ def top_k_products(scene_emb:np.ndarray, # (n, d) scene embeddings
         scores.append(np.asarray(v)[:m]); rows.append(np.asarray(r)[:m])
     return np.concatenate(scores), np.concatenate(rows).astype(np.int64)
 
-# %% ../nbs/20_stl.ipynb #c093
+# %% ../nbs/20_stl.ipynb #c104
 from .metrics import auc, hit_rate_at_k, recall_at_k
 
-# %% ../nbs/20_stl.ipynb #c095
+# %% ../nbs/20_stl.ipynb #c106
 def gini(counts, # non-negative values, e.g. how often each product is recommended
         ) -> float:
     "Gini coefficient of `counts`: 0 when all are equal, towards 1 when a few hold everything."
@@ -1024,7 +1082,7 @@ def appearance_stats(top_rows:np.ndarray, # (n_scenes, k) product rows recommend
                                       float(pd.Series(norms).corr(pd.Series(counts), method='spearman')))
     return out
 
-# %% ../nbs/20_stl.ipynb #c098
+# %% ../nbs/20_stl.ipynb #c109
 def split_pairs(pairs:pd.DataFrame, # valid pairs in file order
                 test_every:int=10, # pair i is a test pair when i % test_every == 0
                ) -> tuple:
@@ -1065,7 +1123,7 @@ def random_top_k(n_queries:int, n_products:int, k:int=10, exclude=None, seed:int
         out.append(np.argsort(-s, axis=1)[:, :k])
     return np.concatenate(out)
 
-# %% ../nbs/20_stl.ipynb #c102
+# %% ../nbs/20_stl.ipynb #c113
 @dataclass
 class STLEmbeddings:
     "Embedding databases: scene and product signatures with their vectors (row i of `*_emb` is `*s[i]`)."
@@ -1141,18 +1199,21 @@ def evaluate_stl(emb:STLEmbeddings, # embeddings of all scenes and candidate pro
     out.update(test_pairs=int(len(pos)), test_scenes=len(scenes), candidate_products=m)
     return out
 
-# %% ../nbs/20_stl.ipynb #c105
+# %% ../nbs/20_stl.ipynb #c116
 _TRAJECTORY_KEYS = ('image_size', 'mode', 'filters', 'output_size', 'bn_momentum', 'learning_rate', 'schedule', 'steps',
                     'regularization', 'margin', 'batch_size', 'num_neg', 'negatives', 'in_batch', 'normalize',
-                    'test_num_neg', 'log_every', 'seed')
+                    'test_num_neg', 'log_every', 'seed', 'flip', 'shift', 'brightness', 'weight_decay', 'ema', 'temperature')
 
 def make_optimizer(config:STLConfig):
-    "Adam with the config's learning rate: constant, or warm-up + cosine decay over `steps`."
-    if config.schedule == 'constant': return optax.adam(config.learning_rate)
-    if config.schedule != 'cosine': raise ValueError(f"schedule must be 'cosine' or 'constant', got {config.schedule!r}")
-    lr = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup_steps=max(1, min(100, config.steps // 10)),
-                                            decay_steps=max(2, config.steps), end_value=0.02 * config.learning_rate)
-    return optax.adam(lr)
+    "Adam (AdamW with `weight_decay`) with the config's learning rate: constant, or warm-up + cosine decay over `steps`."
+    if config.schedule == 'constant': lr = config.learning_rate
+    elif config.schedule == 'cosine':
+        lr = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup_steps=max(1, min(100, config.steps // 10)),
+                                                decay_steps=max(2, config.steps), end_value=0.02 * config.learning_rate)
+    else: raise ValueError(f"schedule must be 'cosine' or 'constant', got {config.schedule!r}")
+    if not config.weight_decay: return optax.adam(lr)
+    kernels = lambda params: jax.tree_util.tree_map(lambda x: x.ndim > 1, params)   # no decay on biases, BN scales
+    return optax.adamw(lr, weight_decay=config.weight_decay, mask=kernels)
 
 def save_model(model:STLModel, # the model
                config:STLConfig, # its config
@@ -1186,7 +1247,7 @@ def load_model(path, # a PATH.msgpack written by `save_model`
     model.eval()
     return model, cfg
 
-# %% ../nbs/20_stl.ipynb #c109
+# %% ../nbs/20_stl.ipynb #c120
 @dataclass
 class STLRun:
     "What `train_stl` returns."
@@ -1260,12 +1321,13 @@ def train_stl(data:STLData, # the data set (valid pairs)
     stream = {'batches': None, 'pos': None}
 
     def step(state, epoch):
-        model, opt = state
+        model, opt = state[:2]
         start = epoch * chunk * cfg.batch_size
         if stream['pos'] != start:                         # first call, or resumed: reposition the stream
             if stream['batches'] is not None: stream['batches'].close()
             b = Batches(items, cfg.batch_size, cfg.image_size, cfg.mode, seed=cfg.seed, start=start,
-                        workers=cfg.workers, prefetch=cfg.prefetch, cache=cfg.cache, with_index=cfg.in_batch)
+                        workers=cfg.workers, prefetch=cfg.prefetch, cache=cfg.cache, with_index=cfg.in_batch,
+                        augment=cfg.augmentation())
             if cfg.cache: b.cache = cache
             stream.update(batches=b, pos=start)
         model.train()
@@ -1274,27 +1336,30 @@ def train_stl(data:STLData, # the data set (valid pairs)
         for _ in range(n):
             batch = next(stream['batches'])
             if in_batch_mask is None: parts.append(train_step(model, opt, *batch, cfg.regularization, cfg.margin))
-            else: parts.append(train_step(model, opt, *batch[1:], cfg.regularization, cfg.margin, in_batch_mask(batch[0])))
+            else: parts.append(train_step(model, opt, *batch[1:], cfg.regularization, cfg.margin, in_batch_mask(batch[0]),
+                                          temperature=cfg.temperature))
+            if cfg.ema: ema_update(state[2], model, cfg.ema)
         stream['pos'] += n * cfg.batch_size
         loss, hinge, penalty = (jnp.mean(jnp.stack(x)) for x in zip(*parts))
         return state, {'step': epoch * chunk + n, 'loss': loss, 'hinge': hinge, 'penalty': penalty}
 
-    def evaluate(state, epoch): return _quick_eval(state[0], data, test_t, cfg, cache)
+    def evaluate(state, epoch): return _quick_eval(state[2 if cfg.ema else 0], data, test_t, cfg, cache)   # the average, with `ema`
 
     try:
-        (model, opt), history, info = fit(
-            step, (model, opt), epochs, evaluate=evaluate, eval_every=max(1, round(cfg.eval_every / chunk)),
+        state, history, info = fit(
+            step, (model, opt, nnx.clone(model)) if cfg.ema else (model, opt), epochs, evaluate=evaluate, eval_every=max(1, round(cfg.eval_every / chunk)),
             checkpointer=ck, get_state=module_state, set_state=load_module_state, config=asdict(cfg),
             progress=progress, desc='stl', postfix_keys=['loss', 'eval_loss', 'test_auc'], callback=callback)
     finally:
         if stream['batches'] is not None: stream['batches'].close()
+    model = state[2 if cfg.ema else 0]
     model.eval()
     if workdir is not None:
         save_model(model, cfg, workdir / 'model.msgpack', data=str(data.root), steps=int(history.last.get('step', 0)))
         history.to_json(workdir / 'history.json')
     return STLRun(model, cfg, history, info, train_t, test_t, cache, workdir)
 
-# %% ../nbs/20_stl.ipynb #c120
+# %% ../nbs/20_stl.ipynb #c131
 _PAGE_CSS = ('body{font-family:sans-serif;margin:1em} .stl{display:flex;gap:18px;align-items:flex-start}'
              '.scene{position:relative;flex:none} .box{position:absolute;border:2px solid #2e7d32;box-sizing:border-box}'
              '.grid{display:grid;grid-template-columns:repeat(5,auto);gap:8px} .item{font-size:11px;text-align:center;'
@@ -1358,7 +1423,7 @@ def write_recommendations(model:STLModel, # trained model
                                     f'</body></html>\n')
     return {'out': str(out), 'scenes': len(recs), 'k': k, 'pages': len(shown), 'products': len(emb.products)}
 
-# %% ../nbs/20_stl.ipynb #c124
+# %% ../nbs/20_stl.ipynb #c135
 def run_stl(data_dir, # a Shop-the-Look directory (pairs, catalog, images/)
             config:STLConfig|str='cpu', # an STLConfig or a key of `STL_CONFIGS`
             workdir='runs/stl', # checkpoints, model, embeddings, results.json
@@ -1399,7 +1464,7 @@ def recommend_stl(data_dir, # a Shop-the-Look directory
     model, cfg = load_model(model_path)
     return write_recommendations(model, cfg, load_stl(data_dir), out_dir, k=k, pages=pages, embed=embed)
 
-# %% ../nbs/20_stl.ipynb #c128
+# %% ../nbs/20_stl.ipynb #c139
 def _cli_synth(args) -> dict:
     t0 = time.time()
     out = synth_stl(args.out, args.preset, args.seed, categories=args.categories, missing=args.missing, progress=args.progress)

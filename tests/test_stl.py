@@ -150,6 +150,53 @@ def test_batches_shapes_order_and_resume(tiny):
         assert [len(x) for x in b] == [4, 4, 1]
 
 
+def test_augment_keeps_shape_range_and_is_seeded():
+    from hypothesis import given, settings, strategies as st
+    from recsys_nb.stl import augment_images
+
+    @settings(max_examples=25, deadline=None)
+    @given(st.integers(0, 2**31), st.integers(1, 5), st.integers(0, 6), st.floats(0, 0.5))
+    def check(seed, n, shift, brightness):
+        x = np.random.default_rng(seed).integers(0, 256, (n, 12, 10, 3), dtype=np.uint8)
+        a = augment_images(x, np.random.default_rng(seed), shift=shift, brightness=brightness)
+        assert a.shape == x.shape and a.dtype == np.uint8
+        np.testing.assert_array_equal(a, augment_images(x, np.random.default_rng(seed), shift=shift, brightness=brightness))
+        f = augment_images(x, np.random.default_rng(seed))                 # flips only: a permutation of each image's columns
+        assert all((g == y).all() or (g == y[:, ::-1]).all() for g, y in zip(f, x))
+    check()
+
+
+def test_augmentation_is_seeded_resumable_and_off_in_evaluation(tiny):
+    from recsys_nb.stl import STL_CONFIGS, embed_images, train_stl
+    paths = sorted((tiny / 'images').iterdir())[:9]
+    aug = dict(flip=True, shift=3, brightness=0.2)
+    with Batches(paths, batch_size=4, size=32, seed=3, augment=aug) as b: got = [next(b) for _ in range(3)]
+    with Batches(paths, batch_size=4, size=32, seed=3, augment=aug, start=8) as b: np.testing.assert_array_equal(next(b), got[2])
+    with Batches(paths, batch_size=4, size=32, seed=3) as b: plain = [next(b) for _ in range(3)]
+    assert any((g != p).any() for g, p in zip(got, plain)) and all(-0.5 <= g.min() and g.max() <= 0.5 for g in got)
+    assert STL_CONFIGS['cpu'].augmentation() is None
+    assert STL_CONFIGS['cpu'].replace(shift=2).augmentation() == dict(flip=False, shift=2, brightness=0.0)
+    d = load_stl(tiny)
+    run = train_stl(d, STL_CONFIGS['tiny'].replace(steps=5, log_every=5, eval_every=5, flip=True, shift=2), progress=False)
+    imgs = [d.image(p) for p in d.products[:6]]
+    e1, e2 = (embed_images(run.model, imgs, 'product', size=32) for _ in range(2))    # evaluation: no random changes
+    np.testing.assert_array_equal(e1, e2)
+
+
+def test_softmax_loss_weight_average_and_decay_train_and_resume(tiny, tmp_path):
+    from recsys_nb.stl import STL_CONFIGS, train_stl
+    d = load_stl(tiny)
+    cfg = STL_CONFIGS['tiny'].replace(steps=10, log_every=5, eval_every=5, checkpoint_every=5, in_batch=True,
+                                      temperature=0.1, ema=0.9, weight_decay=0.1)
+    full = train_stl(d, cfg, progress=False)
+    assert np.isfinite(full.history.df['loss']).all() and full.history.df['test_auc'].notna().any()
+    train_stl(d, cfg.replace(steps=10), workdir=tmp_path, progress=False, callback=None)
+    again = train_stl(d, cfg, workdir=tmp_path, progress=False)          # everything done: resumes at the end
+    assert again.info['resumed_from'] is not None
+    with pytest.raises(ValueError, match='other settings'):
+        train_stl(d, cfg.replace(ema=0.5), workdir=tmp_path, progress=False)
+
+
 def test_triplets_split_and_seed(tiny):
     d = load_stl(tiny)
     tr, te = make_triplets(d.pairs, num_neg=4, seed=7)
