@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 import numpy as np
 import pandas as pd
+from .usercf import train_sample_index
 
 # %% auto #0
 __all__ = ['ACTIVITY_EDGES', 'USERCF_DEFAULTS', 'MF_DEFAULTS', 'PRELOAD', 'REPORT_STAGES', 'run_measured', 'activity_labels',
@@ -180,11 +181,6 @@ def html_page(title:str, # page title (also the h1)
 USERCF_DEFAULTS = dict(sim='cosine')  # the course's measure; any `recsys_nb.usercf.UserCF` option may be given
 MF_DEFAULTS = dict(mode='sparse', val_frac=0.1)  # any `MFConfig` field may be given
 
-def _train_sample(data, n:int|None, seed:int=0) -> np.ndarray:
-    "Row indices of a seeded sample of `n` train ratings (all when `n` is None or larger)."
-    m = len(data.train)
-    return np.arange(m) if n is None or n >= m else np.sort(np.random.default_rng(seed).choice(m, n, replace=False))
-
 def fit_predict_usercf(data, # a RatingData
                        options:dict|None=None, # `UserCF` options (default `USERCF_DEFAULTS`)
                        train_sample:int|None=200_000, # train ratings scored for the train RMSE
@@ -198,7 +194,7 @@ def fit_predict_usercf(data, # a RatingData
     su, sm, _ = data.triples('test')
     pred_test = model.predict_pairs(su, sm)
     t2 = time.perf_counter()
-    idx = _train_sample(data, train_sample)
+    idx = train_sample_index(data, train_sample)
     tu, tm, _ = data.triples('train')
     pred_train = model.predict_pairs(tu[idx], tm[idx])
     S = getattr(model, 'S', None)
@@ -224,7 +220,7 @@ def fit_predict_mf(data, # a RatingData
     su, sm, _ = (np.array(a) for a in data.triples('test'))       # writable copies (PyTorch warns on read-only arrays)
     pred_test = np.asarray(run.trainer.predict(su, sm))
     t2 = time.perf_counter()
-    idx = _train_sample(data, train_sample)
+    idx = train_sample_index(data, train_sample)
     tu, tm, _ = data.triples('train')
     pred_train = np.asarray(run.trainer.predict(np.array(tu[idx]), np.array(tm[idx])))
     f = run.trainer.factors()

@@ -7,15 +7,17 @@ from __future__ import annotations
 import itertools, math, os, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+import numba
 import numpy as np
 import scipy.sparse as sp
 
 # %% auto #0
 __all__ = ['SIMILARITIES', 'FALLBACKS', 'BACKENDS', 'PRODUCTS', 'NEEDS', 'TRANSPOSES', 'SPARSE_COST', 'OUTPUT_COST',
-           'GATHER_COST', 'GATHER_CHUNK', 'train_triples', 'TrainSet', 'make_trainset', 'sim_products', 'sim_factors',
+           'GATHER_COST', 'INT8_SPEED', 'train_triples', 'TrainSet', 'make_trainset', 'sim_products', 'sim_factors',
            'baseline_als', 'combine_similarity', 'inverse_norms', 'scale_cosine', 'naive_similarity', 'keep_top_k',
-           'dense_split', 'n_threads', 'parallel_map', 'split_range', 'NumpyEngine', 'bucket_chunks', 'UserCF',
-           'count_fallbacks', 'make_engine', 'naive_predict', 'TensorEngine', 'evaluate_usercf', 'register_cli']
+           'dense_split', 'small_ints', 'int8_matmul_t', 'n_threads', 'parallel_map', 'split_range', 'NumpyEngine',
+           'rater_index', 'pair_sums', 'UserCF', 'count_fallbacks', 'make_engine', 'naive_predict', 'TensorEngine',
+           'bucket_chunks', 'train_sample_index', 'evaluate_usercf', 'register_cli']
 
 # %% ../nbs/02_usercf.ipynb #c011
 SIMILARITIES = ('cosine', 'cosine_common', 'msd', 'pearson', 'pearson_baseline')
@@ -224,22 +226,36 @@ def keep_top_k(W, # rows: similarities of a user to a movie's raters, columns in
 # %% ../nbs/02_usercf.ipynb #c032
 SPARSE_COST = 125.   # one sparse multiply-add costs about this many dense (BLAS) multiply-adds, both on all cores
 OUTPUT_COST = 300.   # one entry of a sparse product's output costs about this many
-GATHER_COST = 150.   # one gathered neighbour rating costs about this many dense multiply-adds
-GATHER_CHUNK = 2 ** 21   # gathered raters per chunk of test pairs (one chunk per thread at a time)
+GATHER_COST = 100.   # one gathered neighbour rating costs about this many dense multiply-adds
+INT8_SPEED = 3.      # an exact int8 product runs about this many times faster than a float32 one
 
 def dense_split(counts, # ratings per movie
                 n, # users (rows and columns of the product)
                 budget_items=None, # at most this many dense movies (memory)
+                speed=1., # dense multiply-adds' speed relative to float32 BLAS (`INT8_SPEED` for exact int8 products)
                ) -> int:
     "How many of the most-rated movies to multiply densely."
     c = np.sort(np.asarray(counts, np.float64))[::-1]
     tail = np.r_[np.cumsum((c ** 2)[::-1])[::-1], 0.]          # Σ c² over movies d..end
     d = np.arange(len(c) + 1)
-    cost = n * n * d + SPARSE_COST * tail + OUTPUT_COST * n * n * (d < len(c))
+    cost = n * n * d / speed + SPARSE_COST * tail + OUTPUT_COST * n * n * (d < len(c))
     best = int(np.argmin(cost))
     return min(best, budget_items) if budget_items is not None else best
 
 def _gib(x): return int(x * 2 ** 30)
+
+def small_ints(X) -> bool:
+    "Whether every entry of the sparse matrix `X` is an integer in [-127, 127] (star ratings, their squares, ones)."
+    d = X.data
+    return bool(len(d) == 0 or (np.abs(d).max() <= 127 and np.array_equal(d, np.rint(d))))
+
+def int8_matmul_t(A, # int8 rows
+                  B, # int8 rows, as many columns as A
+                 ) -> np.ndarray:
+    "A @ B.T in exact int32 sums, as float32: PyTorch's int8 kernel (NumPy has no integer BLAS); ~3× float32 speed."
+    import torch
+    if A.shape[1] * 127 ** 2 >= 2 ** 31: raise ValueError(f'{A.shape[1]} columns could overflow int32 sums')
+    return torch._int_mm(torch.from_numpy(A), torch.from_numpy(B).T).numpy().astype(np.float32)
 
 def n_threads() -> int:
     "CPU cores this process may use: the sparse kernels run on that many threads, as BLAS does."
@@ -274,11 +290,13 @@ class NumpyEngine:
         factors = sim_factors(ts, self.keys, biases)
         order = np.argsort(-ts.movie_count, kind='stable')
         n_comp = sum(len(c) for c in factors.values())
-        self.n_dense = d = dense_split(ts.movie_count, n, int(budget / 4 / (4 * n * max(n_comp, 1))))
+        self.exact_int8 = ints = all(small_ints(c) for cs in factors.values() for c in cs) and ts.n_movies * n_comp * 127 ** 2 < 2 ** 31
+        self.n_dense = d = dense_split(ts.movie_count, n, int(budget / 4 / (4 * n * max(n_comp, 1))), INT8_SPEED if ints else 1.)
         self.dense, self.tail, self.tailT = {}, {}, {}
         for key, comps in factors.items():
             comps = [c[:, order] for c in comps]
-            self.dense[key] = np.ascontiguousarray(np.hstack([c[:, :d].toarray() for c in comps]), dtype=np.float32)
+            self.dense[key] = np.ascontiguousarray(np.hstack([c[:, :d].toarray() for c in comps]),
+                                                   dtype=np.int8 if ints else np.float32)
             t = sp.hstack([c[:, d:] for c in comps]).tocsr().astype(np.float32)
             self.tail[key], self.tailT[key] = t, t.T.tocsr()
         self.norms = np.sqrt(np.asarray(ts.R.multiply(ts.R).sum(1, dtype=np.float64)).ravel()) if name == 'cosine' else None
@@ -290,7 +308,8 @@ class NumpyEngine:
     def product(self, key, s, e, c0=0):
         "Rows s:e, columns c0: of the product `key` (float32)."
         left, right = PRODUCTS[key]
-        out = self.dense[left][s:e] @ self.dense[right][c0:].T            # BLAS: all cores
+        L, R = self.dense[left][s:e], self.dense[right][c0:]
+        out = int8_matmul_t(L, R) if self.exact_int8 else L @ R.T         # BLAS-like kernels: all cores
         if self.tail[left].nnz and self.tail[right].nnz:                 # sparse: row slices on all cores
             L, RT = self.tail[left], self.tailT[right][:, c0:]
             def add(ab): a, b = ab; out[a - s:b - s] += (L[a:b] @ RT).toarray()
@@ -352,48 +371,75 @@ class NumpyEngine:
         for s in range(0, n, b): S[s:min(n, s + b)] = self.block(s, min(n, s + b))
         return S
 
-# %% ../nbs/02_usercf.ipynb #c043
+# %% ../nbs/02_usercf.ipynb #c045
 def _item_values(ts, center):
     "Each movie's raters' ratings (training order), minus the rater's mean for the centred variant."
     v = ts.item_ratings.astype(np.float64)
     if center: v = v - ts.user_mean[ts.item_users]
     return v.astype(np.float32)
 
-def bucket_chunks(lens, # raters count of each pair's movie
-                  max_elems=2 ** 23, # padded entries per chunk
-                 ):
-    "Yield (width, pair indices): pairs grouped by raters count rounded up to a power of two, in bounded chunks."
-    width = np.left_shift(1, np.ceil(np.log2(np.maximum(lens, 1))).astype(np.int64))
-    order = np.argsort(width, kind='stable')
-    w_sorted = width[order]
-    cuts = np.flatnonzero(np.r_[True, w_sorted[1:] != w_sorted[:-1], True])
-    for a, b in zip(cuts[:-1], cuts[1:]):
-        w = int(w_sorted[a]); step = max(1, max_elems // w)
-        for c in range(a, b, step): yield w, order[c:min(b, c + step)]
+@numba.njit(cache=True)
+def _sums_all(row, users, vals, a, b):
+    "Σ w·v, Σ w and the count over the positive similarities w = row[users[j]], j in a:b."
+    num, den, c = 0., 0., 0
+    for j in range(a, b):
+        w = row[users[j]]
+        if w > 0:
+            num += w * vals[j]; den += w; c += 1
+    return num, den, c
 
-def _numpy_gather(self, model, S, bu, bm, vals, s=0):
-    "Per bucket of pairs: similarities of each pair's user to its movie's raters, top-k kept, times their values."
-    ts = self.ts
-    num, den, cnt = np.zeros(len(bu)), np.zeros(len(bu)), np.zeros(len(bu), np.int64)
-    lens = ts.movie_count[bm]
-    itype = np.int32 if len(ts.item_users) < 2 ** 31 else np.int64
-    ptr, vals0 = ts.item_ptr.astype(itype), np.r_[vals, 0].astype(np.float32)
-    signed = model.sim in ('pearson', 'pearson_baseline')
-    for w, p in bucket_chunks(lens):
-        cols = np.arange(w, dtype=itype)
-        valid = cols[None, :] < lens[p][:, None].astype(itype)
-        at = np.where(valid, ptr[bm[p]][:, None] + cols[None, :], len(vals))     # padding: the appended 0 value
-        rows = bu[p][:, None]                                                    # rows of the block S (users s:e)
-        W = S[rows, np.where(valid, ts.item_users[np.minimum(at, len(vals) - 1)], rows + s)]   # padding: S[u, u] = 0
-        if signed: np.maximum(W, 0, out=W)
-        if model.k is not None and w > model.k: W = keep_top_k(W, model.k)
-        num[p] = np.einsum('ij,ij->i', W, vals0[at]); den[p] = W.sum(1); cnt[p] = np.count_nonzero(W, axis=1)
+@numba.njit(cache=True)
+def _sums_top_k(row, users, vals, a, b, k, buf):
+    "The same over the k largest positive similarities; ties at the k-th value go to the earliest raters."
+    c = 0
+    for j in range(a, b):
+        w = row[users[j]]
+        if w > 0:
+            buf[c] = w; c += 1
+    if c <= k: return _sums_all(row, users, vals, a, b)
+    kth = np.partition(buf[:c], c - k)[c - k]
+    ties = k - np.count_nonzero(buf[:c] > kth)             # places left for values equal to the k-th
+    num, den = 0., 0.
+    for j in range(a, b):
+        w = row[users[j]]
+        if w > kth or (w == kth and ties > 0):
+            if w == kth: ties -= 1
+            num += w * vals[j]; den += w
+    return num, den, k
+
+@numba.njit(parallel=True, cache=True)
+def _pair_sums(S, rows, movies, ptr, users, vals, k, cuts):
+    num, den, cnt = np.zeros(len(rows)), np.zeros(len(rows)), np.zeros(len(rows), np.int64)
+    for t in numba.prange(len(cuts) - 1):                  # one range of pairs per task, on all cores
+        buf = np.empty(S.shape[1], S.dtype)
+        for p in range(cuts[t], cuts[t + 1]):
+            row, a, b = S[rows[p]], ptr[movies[p]], ptr[movies[p] + 1]
+            if k > 0: num[p], den[p], cnt[p] = _sums_top_k(row, users, vals, a, b, k, buf)
+            else: num[p], den[p], cnt[p] = _sums_all(row, users, vals, a, b)
     return num, den, cnt
 
+def rater_index(ts):
+    "Each movie's raters as row indices in the narrowest integer type (uint16 up to 65,536 users: less to stream)."
+    return ts.item_users.astype(np.uint16 if ts.n_users <= 2 ** 16 else np.int64)
+
+def pair_sums(S, # a block of similarity rows (NumPy)
+              rows, movies, # each pair's row of S and movie, pairs sorted by row
+              ts:TrainSet, vals, # the training set and `_item_values` in its movie-major order
+              k=None, # only the k most similar raters (None: all)
+              users=None, # `rater_index(ts)`, if already made
+             ) -> tuple:
+    """(Σ s·v, Σ s, count) per pair over the movie's raters with positive similarity s (the k largest; ties: earliest
+    raters), compiled with Numba and run on all cores; nothing of size pairs × raters is ever built."""
+    if not len(rows): return np.zeros(0), np.zeros(0), np.zeros(0, np.int64)
+    cuts = np.linspace(0, len(rows), 8 * n_threads() + 1).astype(np.int64)
+    users = rater_index(ts) if users is None else users
+    return _pair_sums(S, np.asarray(rows, np.int64), np.asarray(movies, np.int64), ts.item_ptr, users,
+                      np.asarray(vals, np.float32), 0 if k is None else int(k), cuts)
+
 def _numpy_fast(self, model, S, n, bu, bm):
-    "All-neighbour sums: popular movies by one BLAS product S @ [R | 1[R≠0]], the others by sparse row gathers."
+    "All-neighbour sums: popular movies by one BLAS product S @ [R | 1[R≠0]], the others by `pair_sums`."
     ts = self.ts
-    num, den = np.zeros(len(bu)), np.zeros(len(bu))
+    num, den, cnt = np.zeros(len(bu)), np.zeros(len(bu)), np.zeros(len(bu), np.int64)
     tc = np.bincount(bm, minlength=ts.n_movies).astype(np.float64)
     gain = tc * ts.movie_count * GATHER_COST - 2. * S.shape[0] * n
     D = np.flatnonzero(gain > 0)
@@ -411,49 +457,33 @@ def _numpy_fast(self, model, S, n, bu, bm):
         X = S @ F
         rows, cols = bu[sel], pos[bm[sel]]
         num[sel], den[sel] = X[rows, cols], X[rows, cols + len(D)]
+        cnt[sel] = den[sel] > 0
         del X, F
     rest = np.flatnonzero(~sel)
-    if len(rest):
-        ends = np.cumsum(ts.movie_count[bm[rest]]); chunk = GATHER_CHUNK
-        cuts = np.unique(np.r_[0, np.searchsorted(ends, np.arange(chunk, ends[-1], chunk), 'right'), len(rest)])
-        def gather(ab):                                   # one chunk of pairs, about `chunk` raters in all
-            r = rest[ab[0]:ab[1]]
-            uu, ii = bu[r], bm[r]
-            u0, span = int(uu[0]), int(uu[-1] - uu[0] + 1)
-            Q = self._valsT[ii]                               # row p: the raters of pair p's movie and their values
-            itype = np.int32 if span * n < 2 ** 31 else np.int64
-            idx = Q.indices.astype(itype, copy=False)
-            idx += np.repeat(((uu - u0) * n).astype(itype), np.diff(Q.indptr))   # shift to the pair's row of S
-            Qb = sp.csr_matrix((Q.data.astype(S.dtype, copy=False), idx, Q.indptr), shape=(len(r), span * n))
-            x = S[u0:u0 + span].reshape(-1)                  # the users' rows of S, end to end
-            num[r] = Qb @ x
-            Qb.data = np.ones(Qb.nnz, S.dtype)
-            den[r] = Qb @ x
-        parallel_map(gather, zip(cuts[:-1], cuts[1:]))    # chunks on all cores
-    return num, den
+    num[rest], den[rest], cnt[rest] = pair_sums(S, bu[rest], bm[rest], ts, self._vals, users=self._raters)
+    return num, den, cnt
 
 def _numpy_predict_sums(self, model, u, m, need_counts=False):
     "Σ s·r, Σ s and the number of neighbours for known (user, movie) pairs sorted by user."
     ts, n = self.ts, self.ts.n_users
-    vals = _item_values(ts, model.center)
+    if getattr(self, '_vals_key', None) != model.center:      # movie-major values (training order), made once
+        self._vals = _item_values(ts, model.center)
+        self._valsT = sp.csr_matrix((self._vals, ts.item_users, ts.item_ptr), shape=(ts.n_movies, n))
+        self._raters, self._vals_key = rater_index(ts), model.center
     num, den, cnt = np.zeros(len(u)), np.zeros(len(u)), np.zeros(len(u), np.int64)
-    fast = model.k is None and not need_counts and model.sim in ('cosine', 'cosine_common', 'msd')
-    if fast and getattr(self, '_vals_key', None) != model.center:   # movie-major CSR of the values (training order)
-        self._valsT = sp.csr_matrix((vals, ts.item_users, ts.item_ptr), shape=(ts.n_movies, n))
-        self._vals_key = model.center
+    fast = (model.k is None and not need_counts and model.sim in ('cosine', 'cosine_common', 'msd')
+            and (model.sim == 'msd' or ts.rating_range[0] >= 0))        # similarities ≥ 0: no clipping needed
     for s, e, S in model._blocks(u):
         lo, hi = np.searchsorted(u, s), np.searchsorted(u, e)
         if lo == hi: continue
         bu, bm = u[lo:hi] - s, m[lo:hi]
-        if fast:
-            a, b = _numpy_fast(self, model, S, n, bu, bm)
-            num[lo:hi], den[lo:hi], cnt[lo:hi] = a, b, (b > 0)
-        else: num[lo:hi], den[lo:hi], cnt[lo:hi] = _numpy_gather(self, model, S, bu, bm, vals, s)
+        if fast: num[lo:hi], den[lo:hi], cnt[lo:hi] = _numpy_fast(self, model, S, n, bu, bm)
+        else: num[lo:hi], den[lo:hi], cnt[lo:hi] = pair_sums(S, bu, bm, ts, self._vals, model.k, self._raters)
     return num, den, cnt
 
 NumpyEngine.predict_sums = _numpy_predict_sums
 
-# %% ../nbs/02_usercf.ipynb #c047
+# %% ../nbs/02_usercf.ipynb #c050
 class UserCF:
     "User-based collaborative filtering, vectorised: `fit` a training set, then `predict_pairs`, `test`, `predict_matrix`."
     def __init__(self, sim='cosine', # similarity measure, one of `SIMILARITIES`
@@ -643,7 +673,7 @@ def make_engine(backend, ts, name, min_support, shrinkage, biases, budget, devic
     ops = _TorchOps(device) if backend == 'torch' else _JaxOps(device)
     return TensorEngine(ops, ts, name, min_support, shrinkage, biases, budget, dtype, full)
 
-# %% ../nbs/02_usercf.ipynb #c054
+# %% ../nbs/02_usercf.ipynb #c057
 def naive_predict(users, movies, ratings, # training ratings, in training order
                   S, # users × users similarity
                   pairs, # (user, movie) pairs to predict
@@ -666,7 +696,7 @@ def naive_predict(users, movies, ratings, # training ratings, in training order
         out.append(min(max(est, clip[0]), clip[1]) if clip else est)
     return np.array(out)
 
-# %% ../nbs/02_usercf.ipynb #c064
+# %% ../nbs/02_usercf.ipynb #c067
 class _TorchOps:
     "The handful of array operations the tensor engine needs, in PyTorch."
     name = 'torch'
@@ -728,7 +758,7 @@ class _JaxOps:
     @property
     def xp(self): return self.jnp
 
-# %% ../nbs/02_usercf.ipynb #c065
+# %% ../nbs/02_usercf.ipynb #c068
 class TensorEngine:
     "Similarity blocks as dense float32 products on a PyTorch or JAX device (CUDA when present)."
     def __init__(self, ops, ts:TrainSet, name, min_support=1, shrinkage=100., biases=None, budget=2**31,
@@ -785,6 +815,18 @@ class TensorEngine:
             self._vals[center] = (o.put(v, 'f32'), V)
         return self._vals[center]
 
+def bucket_chunks(lens, # raters count of each pair's movie
+                  max_elems=2 ** 23, # padded entries per chunk
+                 ):
+    "Yield (width, pair indices): pairs grouped by raters count rounded up to a power of two, in bounded chunks."
+    width = np.left_shift(1, np.ceil(np.log2(np.maximum(lens, 1))).astype(np.int64))
+    order = np.argsort(width, kind='stable')
+    w_sorted = width[order]
+    cuts = np.flatnonzero(np.r_[True, w_sorted[1:] != w_sorted[:-1], True])
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        w = int(w_sorted[a]); step = max(1, max_elems // w)
+        for c in range(a, b, step): yield w, order[c:min(b, c + step)]
+
 class _XP:
     "`where`/`sqrt` of an ops object under the names `combine_similarity` expects."
     def __init__(self, o): self.where, self.sqrt = o.where, o.sqrt
@@ -837,9 +879,14 @@ def _tensor_predict_sums(self, model, u, m, need_counts=False):
 
 TensorEngine.predict_sums = _tensor_predict_sums
 
-TensorEngine.predict_sums = _tensor_predict_sums
+# %% ../nbs/02_usercf.ipynb #c082
+def train_sample_index(data, # a RatingData
+                       n:int|None, # sample size (None: all)
+                       seed:int=0) -> np.ndarray:
+    "Sorted row indices of a seeded sample of `n` train ratings (all when `n` is None or larger)."
+    m = len(data.train)
+    return np.arange(m) if n is None or n >= m else np.sort(np.random.default_rng(seed).choice(m, n, replace=False))
 
-# %% ../nbs/02_usercf.ipynb #c077
 def evaluate_usercf(data, # a RatingData with train and test ratings
                     train_sample:int|None=200_000, # train ratings scored for train_rmse (seeded sample; None: all)
                     seed:int=0, # seed of that sample
@@ -848,10 +895,8 @@ def evaluate_usercf(data, # a RatingData with train and test ratings
     from recsys_nb.metrics import rmse, mae
     t0 = time.perf_counter()
     model = UserCF(**options).fit(data)
-    tu, tm, tr = data.triples('train')
-    if train_sample is not None and len(tu) > train_sample:
-        pick = np.sort(np.random.default_rng(seed).choice(len(tu), train_sample, replace=False))
-        tu, tm, tr = tu[pick], tm[pick], tr[pick]
+    pick = train_sample_index(data, train_sample, seed)
+    tu, tm, tr = (a[pick] for a in data.triples('train'))
     su, sm, sr = data.triples('test')
     t1 = time.perf_counter()
     p = model.predict_pairs(np.r_[tu, su], np.r_[tm, sm])    # one pass: similarity blocks are streamed at most once

@@ -158,9 +158,9 @@ def test_evaluate_and_cli(tmp_path):
     assert got['test_rmse'] == pytest.approx(res['test_rmse'], abs=1e-9)
 
 def test_threaded_gather_and_sparse_tail_agree_with_reference(monkeypatch):
-    "Many gather chunks on several threads, every movie gathered, sparse tails in row slices: same as the loops."
+    "Compiled sums in many ranges over several threads, every movie gathered, sparse tails in row slices: same as the loops."
     import recsys_nb.usercf as uc
-    monkeypatch.setattr(uc, 'GATHER_CHUNK', 50); monkeypatch.setattr(uc, 'GATHER_COST', 0.)
+    monkeypatch.setattr(uc, 'GATHER_COST', 0.)
     monkeypatch.setattr(uc, 'n_threads', lambda: 3)
     monkeypatch.setattr(uc, 'SPARSE_COST', 0.); monkeypatch.setattr(uc, 'OUTPUT_COST', 0.)   # all movies sparse
     u, m, r = random_ratings(40, 30, 500, 3)
