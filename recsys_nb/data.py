@@ -21,7 +21,7 @@ __all__ = ['RATING_COLUMNS', 'FORMATS', 'MOVIELENS_RATINGS', 'ML_GENRES_100K', '
            'read_netflix_prize', 'IdMap', 'rating_matrix', 'RatingData', 'make_rating_data', 'read_users',
            'load_netflix', 'load_ratings', 'random_split', 'kfold_split', 'time_split', 'validation_split',
            'SynthRatings', 'synth_ratings', 'synth_titles', 'synth_netflix', 'synth_movielens', 'cache_dir',
-           'default_dataset', 'add_data_args', 'add_json_arg', 'data_from_args', 'check_dataset']
+           'default_dataset', 'add_data_args', 'add_json_arg', 'add_synth_args', 'data_from_args', 'check_dataset']
 
 # %% ../nbs/00_data.ipynb #c006
 class DataError(ValueError):
@@ -752,6 +752,16 @@ def add_json_arg(p:argparse.ArgumentParser):
     "Add `--json` (print one JSON object as the last line of stdout)."
     p.add_argument('--json', action='store_true', help='print the result as one JSON object on the last line of stdout')
     return p
+
+def add_synth_args(p:argparse.ArgumentParser,
+                   presets, # the preset names (the first `default`)
+                   preset_help='size (default: default)',
+                   out_help='output directory'):
+    "Add the options every experiment's `synth` command shares: `--out DIR`, `--preset`, `--seed`, `--json`."
+    p.add_argument('--out', required=True, metavar='DIR', help=out_help)
+    p.add_argument('--preset', default='default', choices=list(presets), help=preset_help)
+    p.add_argument('--seed', type=int, default=0, help='random seed (same seed, same bytes)')
+    return add_json_arg(p)
 
 def data_from_args(args) -> RatingData:
     "The `RatingData` named by `--data` or `--train/--test` (or the built-in default)."

@@ -942,15 +942,13 @@ def _add_prepare_args(p):
 
 def register_cli(sub):
     "Register `recsys-nb spotify synth|prepare|train`."
-    from recsys_nb.data import add_json_arg
+    from recsys_nb.data import add_json_arg, add_synth_args
     p = sub.add_parser('spotify', help='Spotify Million Playlist next-track ranking',
                        description='Synthesise MPD slices, prepare training records, train and evaluate the playlist model.')
     ssub = p.add_subparsers(dest='spotify_command', metavar='{synth,prepare,train}', required=True)
     s = ssub.add_parser('synth', help='write a synthetic MPD (mpd.slice.*.json) with planted structure')
-    s.add_argument('--out', required=True, metavar='DIR', help='output directory (slices go to DIR/data)')
-    s.add_argument('--preset', default='default', choices=list(MPD_SYNTH_PRESETS), help='size (default: 10 slices of 1,000 playlists)')
-    s.add_argument('--seed', type=int, default=0, help='random seed (same seed, same bytes)')
-    add_json_arg(s); s.set_defaults(func=_synth_cmd)
+    add_synth_args(s, MPD_SYNTH_PRESETS, 'size (default: 10 slices of 1,000 playlists)', 'output directory (slices go to DIR/data)')
+    s.set_defaults(func=_synth_cmd)
     q = ssub.add_parser('prepare', help='URI dictionaries, training records and the all-tracks table')
     q.add_argument('--data', required=True, metavar='DIR', help='MPD folder, its data/ folder, a glob or a slice file')
     q.add_argument('--out', required=True, metavar='DIR', help='output directory')

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import DataError, add_json_arg
+from .data import DataError, add_json_arg, add_synth_args
 
 # %% auto #0
 __all__ = ['PIN_URL', 'PAIR_COLUMNS', 'FASHION_CATEGORIES', 'GENERIC_SHAPES', 'N_HUES', 'TEXTURES', 'SLOTS', 'SYNTH_PRESETS',
@@ -1499,9 +1499,7 @@ def register_cli(sub):
                        description='Shop the Look: content-based recommendation with two CNN towers (JAX/Flax NNX).')
     ss = p.add_subparsers(dest='stl_command', metavar='{synth,random,train,recommend}', required=True)
     s = ss.add_parser('synth', help='write a synthetic data set in the Shop-the-Look formats')
-    s.add_argument('--out', required=True, metavar='DIR', help='output directory')
-    s.add_argument('--preset', default='default', choices=list(SYNTH_PRESETS), help='size (default: default)')
-    s.add_argument('--seed', type=int, default=0, help='random seed (same seed, same bytes)')
+    add_synth_args(s, SYNTH_PRESETS)
     s.add_argument('--categories', metavar='CATALOG', help='take category names and frequencies from this catalog file')
     s.add_argument('--missing', type=float, default=0.02, help='fraction of images left out (default 0.02)')
     s.add_argument('--progress', action='store_true', help='show progress bars')
@@ -1534,4 +1532,4 @@ def register_cli(sub):
     c.add_argument('--pages', type=int, default=20, help='HTML pages to write (default 20)')
     c.add_argument('--embed', action='store_true', help='self-contained pages (base64 thumbnails)')
     c.set_defaults(func=_missing_files(_cli_recommend))
-    for q in (s, r, t, c): add_json_arg(q)
+    for q in (r, t, c): add_json_arg(q)
