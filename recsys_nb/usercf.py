@@ -13,11 +13,11 @@ import scipy.sparse as sp
 
 # %% auto #0
 __all__ = ['SIMILARITIES', 'FALLBACKS', 'BACKENDS', 'PRODUCTS', 'NEEDS', 'TRANSPOSES', 'SPARSE_COST', 'OUTPUT_COST',
-           'GATHER_COST', 'INT8_SPEED', 'train_triples', 'TrainSet', 'make_trainset', 'sim_products', 'sim_factors',
-           'baseline_als', 'combine_similarity', 'inverse_norms', 'scale_cosine', 'naive_similarity', 'keep_top_k',
-           'dense_split', 'small_ints', 'int8_matmul_t', 'n_threads', 'parallel_map', 'split_range', 'NumpyEngine',
-           'rater_index', 'pair_sums', 'UserCF', 'count_fallbacks', 'make_engine', 'naive_predict', 'TensorEngine',
-           'bucket_chunks', 'train_sample_index', 'evaluate_usercf', 'register_cli']
+           'GATHER_COST', 'INT8_SPEED', 'INT8_MIN_MACS', 'train_triples', 'TrainSet', 'make_trainset', 'sim_products',
+           'sim_factors', 'baseline_als', 'combine_similarity', 'inverse_norms', 'scale_cosine', 'naive_similarity',
+           'keep_top_k', 'dense_split', 'small_ints', 'int8_pays', 'int8_matmul_t', 'n_threads', 'parallel_map',
+           'split_range', 'NumpyEngine', 'rater_index', 'pair_sums', 'UserCF', 'count_fallbacks', 'make_engine',
+           'naive_predict', 'TensorEngine', 'bucket_chunks', 'train_sample_index', 'evaluate_usercf', 'register_cli']
 
 # %% ../nbs/02_usercf.ipynb #c011
 SIMILARITIES = ('cosine', 'cosine_common', 'msd', 'pearson', 'pearson_baseline')
@@ -228,6 +228,7 @@ SPARSE_COST = 125.   # one sparse multiply-add costs about this many dense (BLAS
 OUTPUT_COST = 300.   # one entry of a sparse product's output costs about this many
 GATHER_COST = 100.   # one gathered neighbour rating costs about this many dense multiply-adds
 INT8_SPEED = 3.      # an exact int8 product runs about this many times faster than a float32 one
+INT8_MIN_MACS = 3e11 # below this many multiply-adds (users² × movies) loading PyTorch costs more than int8 saves
 
 def dense_split(counts, # ratings per movie
                 n, # users (rows and columns of the product)
@@ -248,6 +249,10 @@ def small_ints(X) -> bool:
     "Whether every entry of the sparse matrix `X` is an integer in [-127, 127] (star ratings, their squares, ones)."
     d = X.data
     return bool(len(d) == 0 or (np.abs(d).max() <= 127 and np.array_equal(d, np.rint(d))))
+
+def int8_pays(macs) -> bool:
+    "Whether int8 products of `macs` multiply-adds pay: PyTorch already loaded, or enough work to pay for loading it."
+    return 'torch' in sys.modules or macs >= INT8_MIN_MACS
 
 def int8_matmul_t(A, # int8 rows
                   B, # int8 rows, as many columns as A
@@ -290,7 +295,8 @@ class NumpyEngine:
         factors = sim_factors(ts, self.keys, biases)
         order = np.argsort(-ts.movie_count, kind='stable')
         n_comp = sum(len(c) for c in factors.values())
-        self.exact_int8 = ints = all(small_ints(c) for cs in factors.values() for c in cs) and ts.n_movies * n_comp * 127 ** 2 < 2 ** 31
+        self.exact_int8 = ints = (int8_pays(n * n * ts.n_movies) and ts.n_movies * n_comp * 127 ** 2 < 2 ** 31
+                                  and all(small_ints(c) for cs in factors.values() for c in cs))
         self.n_dense = d = dense_split(ts.movie_count, n, int(budget / 4 / (4 * n * max(n_comp, 1))), INT8_SPEED if ints else 1.)
         self.dense, self.tail, self.tailT = {}, {}, {}
         for key, comps in factors.items():

@@ -172,3 +172,26 @@ def test_threaded_gather_and_sparse_tail_agree_with_reference(monkeypatch):
     pu, pm = np.array(pairs).T
     ref = naive_predict(u, m, r, S.astype(np.float64), pairs)
     assert np.abs(model.predict_pairs(pu, pm) - ref).max() < 1e-5
+
+def test_exact_int8_products_give_the_float32_predictions(monkeypatch):
+    "Star ratings through the int8 products: the same similarities and predictions as through float32 products."
+    import recsys_nb.usercf as uc
+    u, m, r = random_ratings(40, 30, 500, 4)
+    pu, pm = np.array([(a, b) for a in range(40) for b in range(30)]).T
+    for sim, k in (('cosine', None), ('msd', 5), ('pearson', 3)):
+        monkeypatch.setattr(uc, 'int8_pays', lambda macs: False)
+        ref = UserCF(sim, k=k).fit((u, m, r), shape=(40, 30))
+        monkeypatch.setattr(uc, 'int8_pays', lambda macs: True)
+        got = UserCF(sim, k=k).fit((u, m, r), shape=(40, 30))
+        monkeypatch.undo()
+        assert got.engine.exact_int8 and not ref.engine.exact_int8
+        assert np.abs(got.similarity() - ref.similarity()).max() < 1e-6
+        assert np.abs(got.predict_pairs(pu, pm) - ref.predict_pairs(pu, pm)).max() < 1e-5
+
+def test_int8_pays_only_for_big_products_without_torch():
+    "A fresh process without PyTorch keeps small products in float32 and takes int8 for big ones."
+    code = ("import sys, recsys_nb.usercf as uc; assert 'torch' not in sys.modules; "
+            "print(uc.int8_pays(1), uc.int8_pays(uc.INT8_MIN_MACS))")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ['False', 'True']
