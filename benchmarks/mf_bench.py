@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from recsys_nb.data import load_movielens, kfold_split, make_rating_data, validation_split
-from recsys_nb.mf_jax import MFData, mf_config, train_and_evaluate
+from recsys_nb.mf import MFData, mf_config
+from recsys_nb.mf_jax import train_and_evaluate
 
 
 def log(*a): print(*a, file=sys.stderr, flush=True)

@@ -50,7 +50,8 @@ def synth_triples(n_users=N_USERS, n_movies=N_MOVIES, n_ratings=N_RATINGS, rank=
 
 
 def run(backend:str, epochs:int, batch_size:int, k:int, lr:float) -> dict:
-    from recsys_nb.mf_jax import MFData, mf_config, train_and_evaluate as jax_train
+    from recsys_nb.mf import MFData, mf_config
+    from recsys_nb.mf_jax import train_and_evaluate as jax_train
     from recsys_nb.mf_torch import train_and_evaluate as torch_train
     t0 = time.time()
     u, i, r = synth_triples()

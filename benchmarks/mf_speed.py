@@ -13,7 +13,8 @@ import argparse, json, os, statistics, sys, time
 import numpy as np
 
 from recsys_nb.data import default_dataset, load_netflix
-from recsys_nb.mf_jax import MFData, mf_config, JaxMFTrainer
+from recsys_nb.mf import MFData, mf_config
+from recsys_nb.mf_jax import JaxMFTrainer
 from recsys_nb import mf_torch
 from recsys_nb.mf_torch import TorchMFTrainer
 

@@ -44,7 +44,7 @@ def our_algorithms():
 
     def mf(backend, mode, **opts):
         def run(data):
-            from recsys_nb.mf_jax import mf_config
+            from recsys_nb.mf import mf_config
             from recsys_nb.tuning import mf_trainer
             cfg = mf_config(mode, progress=False, **opts)
             r = mf_trainer(backend)(cfg, data)

@@ -73,7 +73,7 @@ def worker_ours(path, backend='numpy', device=None):
     rmse = float(np.sqrt(np.mean((p - T.data) ** 2)))
     return {'path': f'ours ({backend})', 'test_rmse': rmse, 'seconds': time.perf_counter() - t0,
             'fit_seconds': t1 - t0, 'peak_rss_gb': peak_rss_gb(), 'rss_after_loading_gb': base,
-            'fallbacks': model.fallbacks['total'], 'device': str(model.engine.device)}
+            'fallbacks': model.fallbacks_['total'], 'device': str(model.engine.device)}
 
 def _ml_folds():
     from recsys_nb.data import read_ratings, kfold_split, make_rating_data
@@ -123,7 +123,7 @@ def worker_scale(path, k, neighbourhood, memory_gb):
             'sim': 'cosine', 'k': int(k), 'neighbourhood': neighbourhood, 'memory_budget_gb': float(memory_gb),
             'stored_similarity': model.S is not None, 'test_rmse': float(np.sqrt(np.mean((p - T.data) ** 2))),
             'fit_seconds': t1 - t0, 'predict_seconds': time.perf_counter() - t1, 'seconds': time.perf_counter() - t0,
-            'peak_rss_gb': peak_rss_gb(), 'rss_after_loading_gb': base, 'fallbacks': model.fallbacks}
+            'peak_rss_gb': peak_rss_gb(), 'rss_after_loading_gb': base, 'fallbacks': model.fallbacks_}
 
 WORKERS = {'seed': worker_seed, 'ours': worker_ours, 'surprise': worker_surprise, 'ours_ml': worker_ours_ml,
            'scale': worker_scale}

@@ -6,17 +6,17 @@
 from __future__ import annotations
 import argparse, importlib, json, sys, time
 from pathlib import Path
-from .report import REPORT_STAGES, add_run_args, run_summary
+from .options import jsonable
 
 # %% auto #0
-__all__ = ['COMMANDS', 'RUN_STAGES', 'format_result', 'emit', 'data_stage', 'register_cli', 'build_parser', 'main']
+__all__ = ['COMMANDS', 'format_result', 'emit', 'register_cli', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #c006
 COMMANDS = {
     'data':      ('recsys_nb.cli', 'synthesise and check rating datasets'),
-    'run':       ('recsys_nb.cli', 'the main job: every stage on one dataset'),
+    'run':       ('recsys_nb.pipeline', 'the main job: every stage on one dataset'),
     'usercf':    ('recsys_nb.usercf', 'user-based collaborative filtering: fit, predict, RMSE'),
-    'mf':        ('recsys_nb.mf_torch', 'matrix factorisation by gradient descent or ALS (JAX or PyTorch)'),
+    'mf':        ('recsys_nb.mf', 'matrix factorisation by gradient descent or ALS (JAX or PyTorch)'),
     'tune':      ('recsys_nb.tuning', 'Optuna search of matrix factorisation (TPE + Hyperband, resumable)'),
     'spotify':   ('recsys_nb.spotify', 'Spotify Million Playlist next-track ranking'),
     'retrieval': ('recsys_nb.retrieval', 'two-tower retrieval on MovieLens (TFRS style)'),
@@ -24,17 +24,6 @@ COMMANDS = {
 }
 
 # %% ../nbs/90_cli.ipynb #c008
-def _jsonable(o):
-    "Numpy scalars/arrays and paths as plain JSON values."
-    import numpy as np
-    if isinstance(o, dict): return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)): return [_jsonable(v) for v in o]
-    if isinstance(o, np.generic): return o.item()
-    if isinstance(o, np.ndarray): return o.tolist()
-    if isinstance(o, Path): return str(o)
-    if hasattr(o, 'to_dict'): return _jsonable(o.to_dict())
-    return o
-
 def format_result(result:dict, indent=0) -> str:
     "A human-readable block of `key  value` lines for `result`."
     if not result: return ''
@@ -53,7 +42,7 @@ def emit(result:dict|None, as_json=False, file=None):
     "Print `result` as a table, then (with `as_json`) as one JSON line — the last line of stdout."
     if result is None: return
     file = file or sys.stdout
-    result = _jsonable(result)
+    result = jsonable(result)
     print(format_result(result), file=file)
     if as_json: print(json.dumps(result), file=file, flush=True)
 
@@ -90,49 +79,9 @@ def _register_data(sub):
     c.set_defaults(func=_data_check)
 
 # %% ../nbs/90_cli.ipynb #c014
-RUN_STAGES = [('data', 'recsys_nb.cli', 'data_stage'), *REPORT_STAGES]
-
-def data_stage(data, args) -> dict:
-    "The data stage of the main job: the validated dataset's summary."
-    return data.summary()
-
-def _run(args) -> dict:
-    from recsys_nb.data import data_from_args
-    t0 = time.time()
-    print(f'[run] loading data ({args.data or args.train or "built-in " + args.size + " synthetic dataset"})', file=sys.stderr, flush=True)
-    args._default_size = args.size
-    data = data_from_args(args)
-    out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
-    results, path = {}, out/'results.json'
-    earlier = json.loads(path.read_text()) if args.stages and path.exists() else {}  # `--stages`: update, keep the rest
-    earlier.pop('seconds', None)
-    for name, module, fn in RUN_STAGES:
-        if args.stages and name not in args.stages: continue
-        print(f'[run] stage {name} ({time.time() - t0:.0f} s)', file=sys.stderr, flush=True)
-        ts = time.time()
-        results[name] = getattr(importlib.import_module(module), fn)(data, args)
-        results[name]['stage_seconds'] = round(time.time() - ts, 2)
-        (out/'results.json').write_text(json.dumps(_jsonable({**earlier, **results, 'seconds': round(time.time() - t0, 2)}), indent=1))
-    results['seconds'] = round(time.time() - t0, 2)
-    print(f'[run] done in {time.time() - t0:.0f} s: {out}', file=sys.stderr, flush=True)
-    return run_summary(results, out)
-
-def _register_run(sub):
-    from recsys_nb.data import add_data_args
-    p = sub.add_parser('run', help=COMMANDS['run'][1], description='Run every stage of the main job on one dataset: '
-                       + ' → '.join(n for n, _, _ in RUN_STAGES) + '.')
-    add_data_args(p)
-    p.add_argument('--size', default='small', help='built-in synthetic dataset size when no data is given (tiny|small|netflix)')
-    p.add_argument('--out', default='runs/main', metavar='DIR', help='output directory: results.json, report.html, the study (default runs/main)')
-    p.add_argument('--stages', nargs='*', metavar='STAGE', choices=[n for n, _, _ in RUN_STAGES],
-                   help='only these stages (default all: ' + ', '.join(n for n, _, _ in RUN_STAGES) + ')')
-    add_run_args(p)
-    p.add_argument('--json', action='store_true', help='print the result as one JSON object on the last line')
-    p.set_defaults(func=_run)
-
 def register_cli(sub):
-    "Register the commands this module owns: `data` and `run`."
-    _register_data(sub); _register_run(sub)
+    "Register the command this module owns: `data`."
+    _register_data(sub)
 
 # %% ../nbs/90_cli.ipynb #c016
 def build_parser(command:str|None=None) -> argparse.ArgumentParser:

@@ -19,9 +19,10 @@ __all__ = ['RATING_COLUMNS', 'FORMATS', 'MOVIELENS_RATINGS', 'ML_GENRES_100K', '
            'ML_SYNTH_PRESETS', 'DataError', 'detect_encoding', 'read_movie_titles', 'RatingFormat', 'detect_format',
            'read_ratings', 'read_movielens_items', 'load_movielens', 'read_prize_movie_file', 'read_prize_probe',
            'read_netflix_prize', 'IdMap', 'rating_matrix', 'RatingData', 'make_rating_data', 'read_users',
-           'load_netflix', 'load_ratings', 'random_split', 'kfold_split', 'time_split', 'validation_split',
-           'SynthRatings', 'synth_ratings', 'synth_titles', 'synth_netflix', 'synth_movielens', 'cache_dir',
-           'default_dataset', 'add_data_args', 'add_json_arg', 'add_synth_args', 'data_from_args', 'check_dataset']
+           'load_netflix', 'load_ratings', 'random_split', 'kfold_split', 'movielens_u_split', 'time_split',
+           'validation_split', 'SynthRatings', 'synth_ratings', 'synth_titles', 'synth_netflix', 'synth_movielens',
+           'cache_dir', 'default_dataset', 'add_data_args', 'add_json_arg', 'add_synth_args', 'data_from_args',
+           'check_dataset']
 
 # %% ../nbs/00_data.ipynb #c006
 class DataError(ValueError):
@@ -317,7 +318,7 @@ def read_netflix_prize(directory, # holds `training_set/` and optionally `probe.
                        probe_as_test=True, # move the probe pairs from train to test
                        progress=True) -> tuple[pd.DataFrame, pd.DataFrame|None]:
     "Train (and probe test) ratings from the original Netflix Prize layout."
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm
     directory = Path(directory)
     files = sorted((directory/'training_set').glob('mv_*.txt'))
     if not files: raise DataError(directory/'training_set', None, 'no mv_*.txt files')
@@ -332,19 +333,54 @@ def read_netflix_prize(directory, # holds `training_set/` and optionally `probe.
     return ratings[~in_probe].reset_index(drop=True), ratings[in_probe].reset_index(drop=True)
 
 # %% ../nbs/00_data.ipynb #c043
+def _id_array(ids) -> np.ndarray:
+    "Raw ids as int64 (integers), str (strings) or object (other hashables) array; NaN or None ids are refused."
+    if isinstance(ids, (list, tuple)): a = np.fromiter(ids, dtype=object, count=len(ids))   # each element whole
+    else:
+        a = np.asarray(ids)
+        if a.ndim == 0: a = np.fromiter([ids], dtype=object, count=1)
+        elif a.ndim > 1: a = np.fromiter(list(ids), dtype=object, count=len(a))
+    if a.dtype.kind in 'iu': return a.astype(np.int64)
+    if a.dtype.kind == 'U': return a
+    if a.dtype.kind == 'f' and len(a) and np.isfinite(a).all() and (a == np.round(a)).all(): return a.astype(np.int64)
+    a = a.astype(object)
+    if len(a) and pd.isna(pd.Series(a, dtype=object)).any(): raise ValueError('ids contain missing values (NaN or None)')
+    kinds = {type(x) for x in a}
+    if kinds and kinds <= {str, np.str_}: return a.astype(str)
+    if kinds and all(issubclass(k, (int, np.integer)) and not issubclass(k, (bool, np.bool_)) for k in kinds): return a.astype(np.int64)
+    return a
+
 class IdMap:
-    "A bijection between raw ids and dense indices 0..n-1 (sorted raw ids)."
-    def __init__(self, ids # raw ids (any order, repeats allowed)
+    "A bijection between raw ids (integers, strings or any hashables) and dense indices 0..n-1."
+    def __init__(self, ids, # raw ids (any order, repeats allowed)
+                 order:str='sorted', # 'sorted': index = rank of the id; 'first_seen': order of first appearance
                 ):
-        ids = np.asarray(ids, dtype=np.int64)
-        self.ids = ids if (ids.size < 2 or bool((ids[1:] > ids[:-1]).all())) else np.unique(ids)
+        ids = _id_array(ids)
+        if order == 'sorted':
+            sortable = ids.dtype.kind in 'iU'
+            if not sortable: order = 'first_seen'
+            elif not (ids.size < 2 or bool((ids[1:] > ids[:-1]).all())): ids = np.unique(ids)
+        if order == 'first_seen': ids = np.asarray(pd.unique(ids.astype(object) if ids.dtype.kind == 'U' else ids), ids.dtype)
+        elif order != 'sorted': raise ValueError(f"order must be 'sorted' or 'first_seen', not {order!r}")
+        self.ids, self._index = ids, None
+        self.sorted = ids.dtype == np.int64 and (ids.size < 2 or bool((ids[1:] > ids[:-1]).all()))
+
+    @property
+    def lookup(self) -> pd.Index:
+        "A hash index of the ids (built on first use)."
+        if self._index is None: self._index = pd.Index(self.ids, dtype=None if self.ids.dtype.kind == 'i' else object, tupleize_cols=False)
+        return self._index
     def __len__(self): return len(self.ids)
     def __repr__(self): return f'IdMap({len(self)} ids: {self.ids[:3].tolist()}…)'
     def index(self, raw, missing:int|None=None) -> np.ndarray:
         "Dense indices of `raw` ids; unknown ids raise, or map to `missing` when given."
-        raw = np.asarray(raw, dtype=np.int64)
-        pos = np.searchsorted(self.ids, raw).clip(0, max(len(self.ids) - 1, 0))
-        ok = (self.ids[pos] == raw) if len(self.ids) else np.zeros(raw.shape, bool)
+        raw = _id_array(raw)
+        if self.sorted and raw.dtype == np.int64:
+            pos = np.searchsorted(self.ids, raw).clip(0, max(len(self.ids) - 1, 0))
+            ok = (self.ids[pos] == raw) if len(self.ids) else np.zeros(raw.shape, bool)
+        else:
+            pos = self.lookup.get_indexer(raw)
+            ok = pos >= 0
         if not ok.all():
             if missing is None: raise KeyError(f'{int((~ok).sum())} unknown ids, e.g. {raw[~ok][:5].tolist()}')
             pos = np.where(ok, pos, missing)
@@ -352,6 +388,12 @@ class IdMap:
     def raw(self, rows) -> np.ndarray:
         "Raw ids of dense indices `rows`."
         return self.ids[np.asarray(rows)]
+    def extend(self, ids) -> 'IdMap':
+        "A new map with the unseen ids of `ids` appended (first-seen order), the existing indices unchanged."
+        new = IdMap(ids, order='first_seen').ids
+        new = new[self.index(new, missing=-1) < 0]
+        same = new.dtype == self.ids.dtype
+        return IdMap(np.r_[self.ids, new] if same else np.r_[self.ids.astype(object), new.astype(object)], order='first_seen')
 
 # %% ../nbs/00_data.ipynb #c047
 def rating_matrix(df:pd.DataFrame,  # ratings with `user_id, movie_id, rating`
@@ -546,6 +588,16 @@ def kfold_split(df:pd.DataFrame, n_splits=5, seed=0):
         start, stop = stop, stop + len(df) // n_splits + (i < len(df) % n_splits)
         yield df.iloc[np.r_[idx[:start], idx[stop:]]].reset_index(drop=True), df.iloc[idx[start:stop]].reset_index(drop=True)
 
+def movielens_u_split(df:pd.DataFrame, # MovieLens 100K's `u.data`, in file order (as `read_ratings` returns it)
+                      fold:int=1, # 1…5: the files u1.base/u1.test … u5.base/u5.test
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "MovieLens 100K's canonical (base, test) split `u{fold}`, as the dataset's `mku.sh` writes it."
+    if fold not in range(1, 6): raise ValueError(f'fold must be 1…5, got {fold!r}')
+    n = len(df) // 5
+    is_test = np.zeros(len(df), bool); is_test[(fold - 1) * n:fold * n] = True
+    srt = lambda part: part.sort_values(['user_id', 'movie_id'], kind='stable').reset_index(drop=True)
+    return srt(df[~is_test]), srt(df[is_test])
+
 def time_split(df:pd.DataFrame, test_frac=0.2) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Per user, the latest `test_frac` of ratings (rounded down, at least one kept in train) go to test."
     order = np.lexsort((np.arange(len(df)), df['date'].to_numpy(), df['user_id'].to_numpy()))
@@ -559,7 +611,7 @@ def time_split(df:pd.DataFrame, test_frac=0.2) -> tuple[pd.DataFrame, pd.DataFra
 
 def validation_split(data:RatingData, frac=0.1, seed=0, by='random') -> RatingData:
     "A `RatingData` whose train is `data.train` less a validation set, and whose test *is* that validation set."
-    cols = RATING_COLUMNS
+    cols = [c for c in RATING_COLUMNS if c in data.train.columns]   # a date only for a time split
     tr, va = (random_split(data.train[cols], frac, seed) if by == 'random' else time_split(data.train[cols], frac))
     for df in (tr, va):
         df['user'] = data.users.index(df['user_id'].to_numpy()); df['movie'] = data.movies.index(df['movie_id'].to_numpy())

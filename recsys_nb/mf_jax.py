@@ -11,11 +11,9 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['MODES', 'MODE_DEFAULTS', 'MFConfig', 'mf_config', 'MFData', 'as_mf_data', 'minibatch_ids', 'minibatch_order',
-           'chunk_layout', 'MF', 'full_prediction', 'predict_pairs', 'seed_masked_mse', 'dense_objective',
-           'sparse_sums', 'sparse_objective', 'lr_factor', 'make_optimizer', 'als_sweep', 'csr_sums', 'rating_layout',
-           'gamma_sample', 'wishart_sample', 'sample_prior', 'gibbs_sweep', 'MFTrainerBase', 'JaxMFTrainer', 'MFRun',
-           'run_trainer', 'train_and_evaluate']
+__all__ = ['JaxMF', 'full_prediction', 'predict_pairs', 'seed_masked_mse', 'dense_objective', 'sparse_sums', 'sparse_objective',
+           'make_optimizer', 'als_sweep', 'csr_sums', 'rating_layout', 'gamma_sample', 'wishart_sample', 'sample_prior',
+           'gibbs_sweep', 'JaxMFTrainer', 'train_and_evaluate']
 
 # %% ../nbs/03_mf_jax.ipynb #c004
 import jax
@@ -25,184 +23,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jax.experimental import sparse as jsparse
 import optax
 from flax import nnx
-from .data import RatingData, validation_split
-from .train import fit, EarlyStopping, Checkpointer, get_device, module_state, load_module_state
-
-# %% ../nbs/03_mf_jax.ipynb #c008
-MODES = ('dense', 'sparse', 'als', 'bayes')
-
-@dataclass
-class MFConfig:
-    "Every setting of a matrix-factorisation run, shared by the JAX and PyTorch trainers."
-    mode:str='dense'         # 'dense' (full matrix, as in the course), 'sparse' (observed ratings only), 'als' or 'bayes'
-    k:int=50                 # latent factors
-    lmd:float=0.01           # regularisation strength λ
-    lr:float=5e-3            # learning rate (dense and sparse)
-    tol:float=1e-6           # stop when |Δloss| between epochs < tol (0: never)
-    max_epochs:int=100_000   # epoch limit (ALS and Bayes: sweeps)
-    burn_in:int=20           # bayes: sweeps before predictions are averaged
-    seed:int=42              # initial factors and minibatch order
-    init_std:float=1.0       # standard deviation of the initial factors
-    biased:bool=False        # add the global mean and user and movie biases
-    reg:str='decay'          # 'decay': λ is the optimizer's weight decay (the course); 'l2': λ/2·(‖p_u‖²+‖q_i‖²+b_u²+b_i²) per rating in the loss
-    optimizer:str='adamw'    # 'adamw', 'adam' or 'sgd'
-    momentum:float=0.0       # SGD momentum
-    schedule:str='constant'  # learning-rate schedule over epochs: 'constant', 'cosine' or 'exponential'
-    decay:float=0.95         # per-epoch factor of the exponential schedule
-    batch_size:int=0         # sparse: 0 = full batch, else shuffled minibatches of this many ratings
-    chunk_size:int=1 << 18   # ratings per chunk of a JAX pass (bounds the memory of the gathers)
-    val_frac:float=0.0       # > 0: carve this fraction of train as a validation set and early-stop on its RMSE
-    patience:int=10          # epochs without a better validation RMSE before stopping
-    clip:bool=False          # clip predictions to the training rating range when measuring RMSE
-    dtype:str='float32'      # 'float32' or 'float64'
-    device:str|None=None     # None: CUDA when present, else CPU; or 'cpu', 'cuda', 'cuda:N'
-    n_devices:int=1          # JAX sparse mode: data-parallel over this many devices
-    compile:bool=False       # PyTorch dense mode: torch.compile the loss
-    eval_every:int=1         # measure validation/test RMSE every this many epochs
-    checkpoint_dir:str|None=None # save checkpoints here, and resume from the latest one found
-    checkpoint_every:int=10  # epochs between checkpoints
-    progress:bool=True       # show a progress bar with live metrics
-
-    def validate(self) -> 'MFConfig':
-        "Check every field; raise `ValueError` naming the first bad one."
-        choices = dict(mode=MODES, reg=('decay', 'l2'), optimizer=('adamw', 'adam', 'sgd'),
-                       schedule=('constant', 'cosine', 'exponential'), dtype=('float32', 'float64'))
-        for name, ok in choices.items():
-            if getattr(self, name) not in ok: raise ValueError(f"MFConfig.{name} must be one of {ok}, got {getattr(self, name)!r}")
-        for name in ('k', 'max_epochs', 'chunk_size', 'n_devices', 'eval_every', 'checkpoint_every', 'batch_size', 'patience', 'seed', 'burn_in'):
-            v, low = getattr(self, name), (0 if name in ('batch_size', 'patience', 'seed', 'burn_in') else 1)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-                raise ValueError(f"MFConfig.{name} must be an integer >= {low}, got {v!r}")
-        for name in ('lr', 'lmd', 'tol', 'init_std', 'momentum'):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= (1e-300 if name == 'lr' else 0)):
-                raise ValueError(f"MFConfig.{name} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, got {v!r}")
-        if not 0 <= self.val_frac < 1: raise ValueError(f"MFConfig.val_frac must be in [0, 1), got {self.val_frac!r}")
-        if not 0 < self.decay <= 1: raise ValueError(f"MFConfig.decay must be in (0, 1], got {self.decay!r}")
-        if self.n_devices > 1 and self.mode != 'sparse': raise ValueError("MFConfig.n_devices > 1 needs mode='sparse'")
-        return self
-
-# %% ../nbs/03_mf_jax.ipynb #c011
-MODE_DEFAULTS = {
-    'dense':  dict(k=50, lmd=0.01, lr=5e-3, tol=1e-6, max_epochs=100_000, init_std=1.0, biased=False, reg='decay',
-                   optimizer='adamw', clip=False),
-    'sparse': dict(k=50, lmd=0.1, lr=0.03, tol=1e-5, max_epochs=300, init_std=0.1, biased=True, reg='l2',
-                   optimizer='adam', clip=True),
-    'als':    dict(k=50, lmd=0.1, tol=1e-5, max_epochs=30, init_std=0.1, biased=True, reg='l2', clip=True),
-    'bayes':  dict(k=10, tol=0.0, max_epochs=120, burn_in=20, init_std=0.1, biased=True, clip=True),
-}
-
-def mf_config(mode:str='dense', # 'dense', 'sparse', 'als' or 'bayes'
-              **overrides, # any `MFConfig` field
-             ) -> MFConfig:
-    "The defaults of `mode` (`MODE_DEFAULTS`) with `overrides` applied, validated."
-    if mode not in MODES: raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    bad = sorted(set(overrides) - {f.name for f in fields(MFConfig)})
-    if bad: raise TypeError(f"unknown MFConfig fields {bad}")
-    return MFConfig(**{**MODE_DEFAULTS[mode], 'mode': mode, **overrides}).validate()
-
-# %% ../nbs/03_mf_jax.ipynb #c016
-def _sorted_triples(u, i, r, n_movies:int):
-    "Triples as (int32, int32, float32) arrays sorted by user, then movie."
-    u, i, r = np.asarray(u, np.int32), np.asarray(i, np.int32), np.asarray(r, np.float32)
-    if not len(u) == len(i) == len(r): raise ValueError(f"triples of different lengths: {len(u)}, {len(i)}, {len(r)}")
-    key = u.astype(np.int64) * n_movies + i
-    if len(key) > 1 and not (key[1:] >= key[:-1]).all():
-        order = np.argsort(key, kind='stable')
-        u, i, r = u[order], i[order], r[order]
-    return u, i, r
-
-@dataclass
-class MFData:
-    "Rating triples with dense user/movie indices (each part sorted by user, then movie) and the matrix shape."
-    n_users:int
-    n_movies:int
-    train:tuple          # (user int32, movie int32, rating float32)
-    test:tuple|None=None # test triples (None: no test set)
-    val:tuple|None=None  # validation triples carved from train (None: no early stopping)
-
-    def __post_init__(self):
-        for name in ('train', 'test', 'val'):
-            t = getattr(self, name)
-            if t is None: continue
-            u, i, r = _sorted_triples(*t, self.n_movies)
-            if len(u) and (u.min() < 0 or u.max() >= self.n_users or i.min() < 0 or i.max() >= self.n_movies):
-                raise ValueError(f"{name} triples index outside the {self.n_users} x {self.n_movies} matrix")
-            if not np.isfinite(r).all(): raise ValueError(f"{name} ratings contain NaN or infinity")
-            setattr(self, name, (u, i, r) if len(u) or name == 'train' else None)
-        if len(self.train[0]) == 0: raise ValueError("no training ratings")
-
-    @property
-    def mu(self) -> float: return float(self.train[2].mean(dtype=np.float64))
-    @property
-    def rating_range(self) -> tuple: return float(self.train[2].min()), float(self.train[2].max())
-    @property
-    def n_train(self) -> int: return len(self.train[0])
-    def __repr__(self):
-        n = lambda t: 0 if t is None else len(t[0])
-        return f"MFData({self.n_users:,} users × {self.n_movies:,} movies; {n(self.train):,} train, {n(self.val):,} validation, {n(self.test):,} test ratings)"
-
-    @classmethod
-    def from_rating_data(cls, data:RatingData, # train/test ratings with dense `user`/`movie` columns
-                         val_frac:float=0.0, # > 0: carve this fraction of train out as a validation set
-                         seed:int=0, # seed of the validation split
-                        ) -> 'MFData':
-        "The triples of `data`, with a validation split of its train set when `val_frac` > 0."
-        train, val = data.triples('train'), None
-        if val_frac > 0:
-            v = validation_split(data, val_frac, seed)
-            train, val = v.triples('train'), v.triples('test')
-        test = data.triples('test') if len(data.test) else None
-        return cls(data.n_users, data.n_movies, train, test, val)
-
-def as_mf_data(data, # a `RatingData` or an `MFData`
-               val_frac:float=0.0, seed:int=0) -> MFData:
-    "`data` as an `MFData` (a validation split is carved from a `RatingData` when `val_frac` > 0)."
-    if isinstance(data, MFData):
-        if val_frac > 0 and data.val is None: raise ValueError("val_frac > 0 needs an MFData with a validation set (or a RatingData)")
-        return data
-    if isinstance(data, RatingData): return MFData.from_rating_data(data, val_frac, seed)
-    raise TypeError(f"expected a RatingData or an MFData, got {type(data).__name__}")
-
-# %% ../nbs/03_mf_jax.ipynb #c022
-def minibatch_ids(n:int, # number of ratings
-                  batch_size:int, # ratings per batch (some batches hold one less)
-                  seed:int, # with `epoch`, fixes the batches
-                  epoch:int,
-                 ) -> np.ndarray:
-    "The batch of each rating for `epoch`: a random, balanced partition of `range(n)`."
-    nb = max(1, -(-n // batch_size))
-    bid = np.random.default_rng([seed, epoch]).permutation(n) % nb
-    return bid.astype(np.uint16 if nb < 2**16 else np.int32)   # 16-bit keys: NumPy's stable argsort is a radix sort
-
-def minibatch_order(bid:np.ndarray, # batch of each rating (`minibatch_ids`)
-                    order:np.ndarray|None=None, # visit the ratings in this order (default: as stored)
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    "(rating indices grouped by batch, batch start offsets); within a batch the indices keep the order of `order`."
-    b = bid if order is None else bid[order]
-    grouped = np.argsort(b, kind='stable')
-    starts = np.r_[0, np.cumsum(np.bincount(b, minlength=int(bid.max(initial=0)) + 1))]
-    return (grouped if order is None else order[grouped]), starts
-
-# %% ../nbs/03_mf_jax.ipynb #c025
-def chunk_layout(n:int, # number of items to lay out
-                 chunk:int, # items per chunk (at most)
-                 multiple:int=1, # chunk length is a multiple of this (the number of devices)
-                ) -> tuple[int, int]:
-    "(chunks, chunk length) covering `n` items with as little padding as possible."
-    chunk = max(multiple, min(chunk, n))
-    m = -(-n // chunk)
-    c = -(-n // m)
-    c = -(-c // multiple) * multiple
-    return m, c
-
-def _pad_chunks(x:np.ndarray, m:int, c:int, fill=0):
-    "`x` padded with `fill` to m*c items and reshaped to (m, c)."
-    out = np.full(m * c, fill, dtype=x.dtype); out[:len(x)] = x
-    return out.reshape(m, c)
+from .mf import (MFConfig, MFData, MFRun, MFTrainerBase, as_mf_data, chunk_layout, _pad_chunks, lr_factor,
+                          minibatch_ids, minibatch_order, run_trainer)
+from .train import get_device, module_state, load_module_state
 
 # %% ../nbs/03_mf_jax.ipynb #c028
-class MF(nnx.Module):
+class JaxMF(nnx.Module):
     "Matrix factorisation R ≈ U Vᵀ (+ μ + b_u + b_i when biased) as a Flax NNX module."
     def __init__(self, n_users:int, n_movies:int, k:int, # matrix shape and latent factors
                  *, biased:bool=False, # add the global mean `mu` and user/movie biases
@@ -291,17 +117,6 @@ def sparse_objective(p:dict, mu, u, i, r, w, # as `sparse_sums`; arrays of any s
     return 0.5 * (sse + lmd * reg) / n, sse
 
 # %% ../nbs/03_mf_jax.ipynb #c046
-def lr_factor(config:MFConfig, # uses `schedule`, `decay` and `max_epochs`
-              epoch, # epoch number (int, or a JAX integer array)
-              xp=math, # `math` for Python numbers, `jnp` inside a JAX schedule
-             ):
-    "The learning-rate multiplier of `epoch` under `config.schedule`."
-    if config.schedule == 'cosine':
-        e = xp.minimum(epoch, config.max_epochs) if xp is jnp else min(epoch, config.max_epochs)
-        return 0.5 * (1 + xp.cos(math.pi * e / config.max_epochs))
-    if config.schedule == 'exponential': return config.decay ** epoch
-    return 1.0
-
 def make_optimizer(config:MFConfig, # optimizer, lr, schedule, reg, lmd, momentum
                    steps_per_epoch:int=1, # optimizer updates per epoch (minibatches)
                   ) -> optax.GradientTransformation:
@@ -480,25 +295,6 @@ def gibbs_sweep(key, # this sweep's random key
     return new, alpha
 
 # %% ../nbs/03_mf_jax.ipynb #c063
-class MFTrainerBase:
-    "What the JAX and PyTorch trainers share: the settings derived from the configuration and the data, and `evaluate`."
-    def _derive(self, config:MFConfig, data:MFData) -> MFConfig:
-        "Validate `config`; set cfg, data, mu, the rating range (lo, hi), lmd_l2 (λ in the loss) and minibatch."
-        self.cfg = cfg = config.validate()
-        self.data, self.mu, (self.lo, self.hi) = data, (data.mu if cfg.biased else 0.0), data.rating_range
-        self.lmd_l2 = cfg.lmd if (cfg.reg == 'l2' or cfg.mode == 'als') else 0.0
-        self.minibatch = cfg.mode == 'sparse' and 0 < cfg.batch_size < data.n_train
-        return cfg
-
-    def evaluate(self) -> dict:
-        "Validation and test RMSE (those that exist)."
-        return {f'{name}_rmse': self.rmse(name) for name in ('val', 'test') if name in self._sets}
-
-    def _bayes_state(self) -> dict:
-        "Bayes mode's state: the model, α and the running prediction averages and samples."
-        return dict(model=module_state(self.model), alpha=self.alpha, count=self.count, sums=dict(self.sums),
-                    samples=list(self.samples))
-
 class JaxMFTrainer(MFTrainerBase):
     "A Flax NNX model, its `nnx.Optimizer` and the data on device: `step(epoch)` trains one epoch, `evaluate()` measures."
     backend = 'jax'
@@ -511,7 +307,7 @@ class JaxMFTrainer(MFTrainerBase):
         self.dtype = jnp.dtype(cfg.dtype)
         self._setup_devices()
         with jax.default_device(self.devices[0]):
-            self.model = MF(data.n_users, data.n_movies, cfg.k, biased=cfg.biased, mu=self.mu, init_std=cfg.init_std,
+            self.model = JaxMF(data.n_users, data.n_movies, cfg.k, biased=cfg.biased, mu=self.mu, init_std=cfg.init_std,
                             dtype=self.dtype, rngs=nnx.Rngs(params=cfg.seed))
         if init is not None: self.set_factors(init)
         self.steps_per_epoch = -(-data.n_train // cfg.batch_size) if self.minibatch else 1
@@ -742,53 +538,6 @@ _gibbs_jit = jax.jit(gibbs_sweep)
 _pred_jit = jax.jit(lambda p, mu, u, i: lax.map(lambda c: predict_pairs(p, mu, *c), (u, i)))
 
 # %% ../nbs/03_mf_jax.ipynb #c066
-@dataclass
-class MFRun:
-    "What a training run returns: the trainer (model, optimizer), the history and the final figures."
-    config:MFConfig
-    trainer:object          # a `JaxMFTrainer` or a `TorchMFTrainer`
-    history:pd.DataFrame    # one row per epoch: loss, train_rmse, [val_rmse], [test_rmse], delta_loss
-    info:dict               # what `recsys_nb.train.fit` reported (stopped, seconds, best_epoch, ...)
-    metrics:dict            # final train/val/test RMSE at the returned parameters
-
-    @property
-    def model(self): return self.trainer.model
-    @property
-    def backend(self) -> str: return self.trainer.backend
-    def __getattr__(self, name):
-        if name in ('train_rmse', 'val_rmse', 'test_rmse'): return self.metrics.get(name)
-        raise AttributeError(name)
-
-    def summary(self) -> dict:
-        "A JSON-friendly summary: backend, mode, RMSEs, epochs, seconds, seconds per epoch, how it stopped."
-        i = self.info
-        return {'backend': self.backend, 'mode': self.config.mode, **self.metrics, 'epochs': len(self.history),
-                'epochs_run': i['epochs_run'], 'seconds': round(i['seconds'], 3),
-                'seconds_per_epoch': (round(i['seconds_per_epoch'], 6) if i['epochs_run'] else None),
-                'stopped': i['stopped'], 'best_epoch': i['best_epoch'], 'resumed_from': i['resumed_from']}
-
-    def __repr__(self):
-        m = ', '.join(f'{k}={v:.4f}' for k, v in self.metrics.items() if v is not None)
-        return f"MFRun({self.backend} {self.config.mode}, {len(self.history)} epochs, {self.info['stopped']}: {m})"
-
-def run_trainer(trainer, # a `JaxMFTrainer` or `TorchMFTrainer`
-                callback=None, # callback(epoch, metrics, trainer) -> True to stop (e.g. Optuna pruning)
-                desc:str|None=None, # progress-bar label
-               ) -> MFRun:
-    "Train with `recsys_nb.train.fit` (tolerance, early stopping with best restore, checkpoints), then measure."
-    cfg = trainer.cfg
-    es = EarlyStopping('val_rmse', patience=cfg.patience) if trainer.data.val is not None else None
-    ck = Checkpointer(cfg.checkpoint_dir, every=cfg.checkpoint_every) if cfg.checkpoint_dir else None
-    keys = ['loss', 'delta_loss', 'train_rmse', 'val_rmse', 'test_rmse']
-    _, hist, info = fit(lambda t, e: (t, t.step(e)), trainer, cfg.max_epochs,
-                        evaluate=lambda t, e: t.evaluate(), eval_every=cfg.eval_every, tol=cfg.tol or None,
-                        early_stopping=es, checkpointer=ck, get_state=lambda t: t.get_state(),
-                        set_state=lambda t, saved: t.set_state(saved), config=asdict(cfg), callback=callback,
-                        progress=cfg.progress, desc=desc or f'{trainer.backend} {cfg.mode}', postfix_keys=keys)
-    names = ['train'] + [n for n in ('val', 'test') if getattr(trainer.data, n) is not None]
-    metrics = {f'{n}_rmse': float(trainer.rmse(n)) for n in names}
-    return MFRun(cfg, trainer, hist.df, info, metrics)
-
 def train_and_evaluate(config:MFConfig, # the run's settings (`mf_config(mode, ...)`)
                        data, # a `RatingData` (its test set is reported, never used to choose) or an `MFData`
                        *,

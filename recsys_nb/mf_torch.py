@@ -12,14 +12,12 @@ import pandas as pd
 # %% auto #0
 __all__ = ['TorchMF', 'RatingPattern', 'ObservedDot', 'GatherSum', 'predict_pattern', 'torch_dense_objective',
            'torch_sparse_objective', 'sparse_residual_grads', 'torch_sparse_grads', 'pattern_predictions',
-           'make_torch_optimizer', 'torch_als_sweep', 'torch_gibbs_sweep', 'TorchMFTrainer', 'train_and_evaluate',
-           'train_mf', 'evaluate_mf', 'register_cli']
+           'make_torch_optimizer', 'torch_als_sweep', 'torch_gibbs_sweep', 'TorchMFTrainer', 'train_and_evaluate']
 
 # %% ../nbs/04_mf_torch.ipynb #c004
 import torch
 from torch import nn
-from .mf_jax import (MFConfig, MFData, MFRun, MFTrainerBase, MODES, MODE_DEFAULTS, mf_config, as_mf_data,
-                              run_trainer, lr_factor, minibatch_ids, minibatch_order)
+from .mf import MFConfig, MFData, MFRun, MFTrainerBase, as_mf_data, lr_factor, minibatch_ids, minibatch_order, run_trainer
 from .train import get_device, module_state, load_module_state
 
 # %% ../nbs/04_mf_torch.ipynb #c008
@@ -518,89 +516,3 @@ def train_and_evaluate(config:MFConfig, # the run's settings (`mf_config(mode, .
     config = config.validate()
     trainer = TorchMFTrainer(config, as_mf_data(data, config.val_frac, config.seed), init)
     return run_trainer(trainer, callback)
-
-# %% ../nbs/04_mf_torch.ipynb #c052
-def train_mf(config:MFConfig, # the run's settings
-             data, # a `RatingData` or an `MFData`
-             backend:str='jax', # 'jax' or 'torch'
-             **kwargs, # `init`, `callback`
-            ) -> MFRun:
-    "Train with the JAX or the PyTorch trainer."
-    if backend == 'jax':
-        from recsys_nb import mf_jax
-        return mf_jax.train_and_evaluate(config, data, **kwargs)
-    if backend == 'torch': return train_and_evaluate(config, data, **kwargs)
-    raise ValueError(f"backend must be 'jax' or 'torch', got {backend!r}")
-
-def evaluate_mf(data, # a `RatingData` (train/test) or an `MFData`
-                backend:str='jax', # 'jax' or 'torch'
-                mode:str='sparse', # 'dense', 'sparse', 'als' or 'bayes'
-                **options, # any `MFConfig` field, over the defaults of `mode`
-               ) -> dict:
-    "Train and evaluate one configuration; a JSON-friendly dict (train/test RMSE, epochs, seconds, history rows)."
-    options.setdefault('progress', False)
-    run = train_mf(mf_config(mode, **options), data, backend)
-    h = run.history.reset_index()
-    out = run.summary()
-    out['history'] = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-                      for r in h.to_dict('records')]
-    out['config'] = asdict(run.config)
-    return out
-
-# %% ../nbs/04_mf_torch.ipynb #c055
-_CLI_FIELDS = {  # flag: (MFConfig field, type, help)
-    'k': ('k', int, 'latent factors'), 'lmd': ('lmd', float, 'regularisation strength λ'),
-    'lr': ('lr', float, 'learning rate'), 'tol': ('tol', float, 'stop when |Δloss| < tol (0: never)'),
-    'max-epochs': ('max_epochs', int, 'epoch (sweep) limit'), 'seed': ('seed', int, 'random seed'),
-    'init-std': ('init_std', float, 'std of the initial factors'),
-    'reg': ('reg', str, "'decay' (optimizer weight decay) or 'l2' (in the loss)"),
-    'optimizer': ('optimizer', str, 'adamw, adam or sgd'), 'momentum': ('momentum', float, 'SGD momentum'),
-    'schedule': ('schedule', str, 'constant, cosine or exponential'), 'decay': ('decay', float, 'exponential schedule factor'),
-    'batch-size': ('batch_size', int, 'sparse: minibatch size (0: full batch)'),
-    'chunk-size': ('chunk_size', int, 'JAX: ratings per chunk'), 'burn-in': ('burn_in', int, 'bayes: sweeps before averaging'),
-    'val-frac': ('val_frac', float, 'validation fraction carved from train for early stopping (0: none)'),
-    'patience': ('patience', int, 'early-stopping patience (epochs)'), 'dtype': ('dtype', str, 'float32 or float64'),
-    'device': ('device', str, "cpu, cuda or cuda:N (default: CUDA when present)"),
-    'n-devices': ('n_devices', int, 'JAX sparse: data-parallel devices'),
-    'eval-every': ('eval_every', int, 'evaluate every N epochs'),
-    'checkpoint-dir': ('checkpoint_dir', str, 'save checkpoints here and resume from the latest'),
-    'checkpoint-every': ('checkpoint_every', int, 'epochs between checkpoints'),
-}
-
-def _mf_command(args) -> dict:
-    from recsys_nb.data import data_from_args
-    data = data_from_args(args)
-    options = {f: getattr(args, f) for f, _, _ in _CLI_FIELDS.values() if getattr(args, f) is not None}
-    for flag in ('biased', 'clip', 'compile'):
-        if getattr(args, flag) is not None: options[flag] = getattr(args, flag)
-    options['progress'] = not args.quiet
-    try: mf_config(args.mode, **options)
-    except (ValueError, TypeError) as e: raise SystemExit(f'recsys-nb mf: error: {e}')
-    print(f'[mf] {args.backend} {args.mode} on {data!r}', file=sys.stderr, flush=True)
-    out = evaluate_mf(data, args.backend, args.mode, **options)
-    hist = out.pop('history')
-    if args.history:
-        pd.DataFrame(hist).to_csv(args.history, index=False); out['history_csv'] = args.history
-    out['config'] = {k: v for k, v in out['config'].items() if k not in ('progress',)}
-    return out
-
-def register_cli(sub):
-    "Register `recsys-nb mf`: train and evaluate matrix factorisation with either framework."
-    from recsys_nb.data import add_data_args, add_json_arg
-    p = sub.add_parser('mf', help='matrix factorisation (JAX or PyTorch; dense, sparse, ALS or Bayesian)',
-                       description='Train matrix factorisation on a rating dataset and report train/test RMSE. '
-                       "Unset options take the defaults of the mode (recsys_nb.mf_jax.MODE_DEFAULTS).")
-    add_data_args(p)
-    p.add_argument('--backend', choices=['jax', 'torch'], default='jax', help='framework (default jax)')
-    p.add_argument('--mode', choices=list(MODES), default='sparse', help='dense: the full matrix (the course); sparse: '
-                   'observed ratings only; als: alternating least squares; bayes: Gibbs-sampled Bayesian MF (default sparse)')
-    for flag, (field, typ, help) in _CLI_FIELDS.items():
-        p.add_argument(f'--{flag}', dest=field, type=typ, default=None, help=help)
-    p.add_argument('--biased', action=argparse.BooleanOptionalAction, default=None, help='global mean and user/movie biases')
-    p.add_argument('--clip', action=argparse.BooleanOptionalAction, default=None, help='clip predictions to the rating range')
-    p.add_argument('--compile', action=argparse.BooleanOptionalAction, default=None, help='PyTorch dense: torch.compile')
-    p.add_argument('--history', metavar='CSV', help='write the per-epoch history to this CSV file')
-    p.add_argument('--quiet', action='store_true', help='no progress bar')
-    add_json_arg(p)
-    p.set_defaults(func=_mf_command)
-    return p

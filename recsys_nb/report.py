@@ -12,11 +12,9 @@ import pandas as pd
 from .usercf import train_sample_index
 
 # %% auto #0
-__all__ = ['ACTIVITY_EDGES', 'USERCF_DEFAULTS', 'MF_DEFAULTS', 'PRELOAD', 'REPORT_STAGES', 'run_measured', 'activity_labels',
-           'user_activity', 'activity_buckets', 'accuracy_by_activity', 'with_new_users', 'html_page',
-           'fit_predict_usercf', 'fit_predict_mf', 'measure', 'model_row', 'comparison_table', 'plot_comparison',
-           'plot_activity', 'check_claims', 'usercf_stage', 'mf_stage', 'first_trials', 'tune_stage', 'analysis_stage',
-           'compare_stage', 'results_table', 'report_blocks', 'report_stage', 'add_run_args', 'run_summary']
+__all__ = ['ACTIVITY_EDGES', 'PRELOAD', 'run_measured', 'activity_labels', 'user_activity', 'activity_buckets',
+           'accuracy_by_activity', 'with_new_users', 'html_page', 'fit_predict_usercf', 'fit_predict_mf', 'measure',
+           'model_row', 'comparison_table', 'plot_comparison', 'plot_activity', 'check_claims']
 
 # %% ../nbs/06_compare.ipynb #c007
 def _proc_status_kb(key:str) -> int|None:
@@ -178,16 +176,13 @@ def html_page(title:str, # page title (also the h1)
             f'<body><h1>{esc(title)}</h1>' + '\n'.join(parts) + '</body></html>')
 
 # %% ../nbs/06_compare.ipynb #c019
-USERCF_DEFAULTS = dict(sim='cosine')  # the course's measure; any `recsys_nb.usercf.UserCF` option may be given
-MF_DEFAULTS = dict(mode='sparse', val_frac=0.1)  # any `MFConfig` field may be given
-
 def fit_predict_usercf(data, # a RatingData
-                       options:dict|None=None, # `UserCF` options (default `USERCF_DEFAULTS`)
+                       options:dict|None=None, # `UserCF` options over its defaults (those of `recsys-nb usercf`)
                        train_sample:int|None=200_000, # train ratings scored for the train RMSE
                       ) -> dict:
     "Fit UserCF on `data.train`; predictions of the test set and a train sample, times, size."
     from recsys_nb.usercf import UserCF
-    opts = {**USERCF_DEFAULTS, **(options or {})}
+    opts = dict(options or {})
     t0 = time.perf_counter()
     model = UserCF(**opts).fit(data)
     t1 = time.perf_counter()
@@ -198,41 +193,38 @@ def fit_predict_usercf(data, # a RatingData
     tu, tm, _ = data.triples('train')
     pred_train = model.predict_pairs(tu[idx], tm[idx])
     S = getattr(model, 'S', None)
-    return {'model': 'UserCF', 'options': opts, 'pred_test': pred_test, 'pred_train': pred_train, 'train_idx': idx,
-            'fit_s': t1 - t0, 'predict_s': t2 - t1,
+    return {'model': 'UserCF', 'options': model.get_params(), 'pred_test': pred_test, 'pred_train': pred_train,
+            'train_idx': idx, 'fit_s': t1 - t0, 'predict_s': t2 - t1,
             'size': {'similarity': int(np.prod(S.shape)) if S is not None else 0, 'ratings': int(len(data.train)),
                      'means': int(data.n_users)},
-            'fallbacks': dict(model.fallbacks)}
+            'fallbacks': dict(model.fallbacks_)}
 
 def fit_predict_mf(data, # a RatingData
-                   backend:str='jax', # 'jax' or 'torch'
-                   options:dict|None=None, # `MFConfig` fields (default `MF_DEFAULTS`)
+                   backend:str='torch', # 'jax' or 'torch'
+                   options:dict|None=None, # `MF` options (mode and `MFConfig` fields) over its defaults (those of `recsys-nb mf`)
                    train_sample:int|None=200_000, # train ratings scored for the train RMSE
                   ) -> dict:
-    "Train MF on `data.train` (less its validation split); predictions of the test set and a train sample, times, size."
-    from recsys_nb.mf_jax import mf_config
-    from recsys_nb.tuning import mf_trainer
-    opts = {**MF_DEFAULTS, **(options or {})}
-    cfg = mf_config(opts.pop('mode'), **opts)
+    "Train `MF` on `data.train`; predictions of the test set and a train sample, times, size."
+    from recsys_nb.mf import MF
     t0 = time.perf_counter()
-    run = mf_trainer(backend)(cfg, data)
+    model = MF(backend=backend, **(options or {})).fit(data)
     t1 = time.perf_counter()
-    su, sm, _ = (np.array(a) for a in data.triples('test'))       # writable copies (PyTorch warns on read-only arrays)
-    pred_test = np.asarray(run.trainer.predict(su, sm))
+    test = data.test
+    pred_test = model.predict(test['user_id'], test['movie_id'])
     t2 = time.perf_counter()
     idx = train_sample_index(data, train_sample)
-    tu, tm, _ = data.triples('train')
-    pred_train = np.asarray(run.trainer.predict(np.array(tu[idx]), np.array(tm[idx])))
-    f = run.trainer.factors()
-    return {'model': f'MF ({ {"jax": "JAX", "torch": "PyTorch"}[backend] })', 'options': asdict(cfg),
+    train = data.train.iloc[idx]
+    pred_train = model.predict(train['user_id'], train['movie_id'])
+    run = model.run_
+    return {'model': f'MF ({ {"jax": "JAX", "torch": "PyTorch"}[backend] })', 'options': asdict(model.config),
             'pred_test': pred_test, 'pred_train': pred_train, 'train_idx': idx, 'fit_s': t1 - t0, 'predict_s': t2 - t1,
-            'size': {k: int(np.size(v)) for k, v in f.items() if k != 'mu'},
+            'size': {k: int(np.size(v)) for k, v in model.factors_.items()},
             'epochs': int(len(run.history)), 'stopped': run.info.get('stopped'), 'history': run.history}
 
 # %% ../nbs/06_compare.ipynb #c023
 PRELOAD = {'usercf': ('numpy', 'scipy.sparse', 'recsys_nb.usercf'),
-           'jax': ('jax', 'flax.nnx', 'optax', 'recsys_nb.mf_jax', 'recsys_nb.tuning'),
-           'torch': ('torch', 'recsys_nb.mf_jax', 'recsys_nb.mf_torch', 'recsys_nb.tuning')}
+           'jax': ('jax', 'flax.nnx', 'optax', 'recsys_nb.mf', 'recsys_nb.mf_jax'),
+           'torch': ('torch', 'recsys_nb.mf', 'recsys_nb.mf_torch')}
 
 def measure(kind:str, # 'usercf', 'jax' or 'torch'
             data, # a RatingData
@@ -358,239 +350,3 @@ def check_claims(table:pd.DataFrame, # `comparison_table` (rows 'UserCF' and at 
                         ('MF', 'latent vectors combine easily with other features and deep networks')]:
         add(side, claim, 'a property of the method, not a measurement', None)
     return pd.DataFrame(rows)
-
-# %% ../nbs/06_compare.ipynb #c034
-def _state(args) -> dict:
-    "What the stages of one run share: measured models, the study, the analysis, figures."
-    st = getattr(args, '_report_state', None)
-    if st is None:
-        st = {}
-        try: setattr(args, '_report_state', st)
-        except AttributeError: pass
-    return st
-
-def _opt(args, name, default):
-    v = getattr(args, name, None)
-    return default if v is None else v
-
-def _out(args) -> Path:
-    p = Path(_opt(args, 'out', 'runs/main')); p.mkdir(parents=True, exist_ok=True)
-    return p
-
-def _log(msg:str): print(f'[run] {msg}', file=sys.stderr, flush=True)
-
-def _records(df:pd.DataFrame) -> list:
-    "A DataFrame as JSON-ready records (index included)."
-    return json.loads(df.reset_index().to_json(orient='records'))
-
-def _mf_options(args) -> dict:
-    return {'seed': _opt(args, 'seed', 0), 'max_epochs': _opt(args, 'mf_epochs', 100), 'progress': _opt(args, 'progress', True)}
-
-def _measured(args, data, kind:str) -> dict:
-    "The `measure` result of `kind` for this run, computed once."
-    st = _state(args).setdefault('models', {})
-    if kind not in st:
-        _log(f'fitting {kind} in a child process')
-        st[kind] = measure(kind, data, None if kind == 'usercf' else _mf_options(args))
-    return st[kind]
-
-def usercf_stage(data, args) -> dict:
-    "Stage `usercf`: UserCF (cosine, the course's) fitted and measured."
-    r = _measured(args, data, 'usercf')
-    return {**model_row(data, r), 'options': r['options'], 'fallbacks': r['fallbacks']}
-
-def mf_stage(data, args) -> dict:
-    "Stage `mf`: sparse MF in JAX and in PyTorch, trained and measured."
-    out = {}
-    for kind in ('jax', 'torch'):
-        r = _measured(args, data, kind)
-        out[kind] = {**model_row(data, r), 'epochs': r['epochs'], 'stopped': r['stopped'],
-                     'config': {k: r['options'][k] for k in ('mode', 'k', 'lmd', 'lr', 'tol', 'max_epochs', 'val_frac')}}
-    return out
-
-def _storage(args):
-    return _opt(args, 'storage', None) or (_out(args)/'optuna.db')
-
-def first_trials(mode:str='sparse') -> list[dict]:
-    "The MF defaults of `mode` at every k of the search space, the default k first: a new study's first trials."
-    from recsys_nb.tuning import MFSearchSpace, default_trial
-    d = default_trial(mode)
-    ks = MFSearchSpace.distributions()['k'].choices
-    return [d] + [{**d, 'k': k} for k in ks if k != d['k']]
-
-def tune_stage(data, args) -> dict:
-    "Stage `tune`: the Optuna study of MF (resumed when it exists) run to `--trials` finished trials."
-    import optuna
-    from recsys_nb.tuning import tune
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = _storage(args)
-    _log(f"tuning: {_opt(args, 'trials', 12)} trials in {storage}")
-    run = tune(data, _opt(args, 'trials', 12), study='mf', storage=storage, epochs=_opt(args, 'tune_epochs', 60),
-               seed=_opt(args, 'seed', 0), workers=_opt(args, 'workers', 1), enqueue=first_trials('sparse'),
-               progress=_opt(args, 'progress', True))
-    _state(args)['study'] = run.study
-    s = run.summary()
-    return {k: s[k] for k in ('study', 'storage', 'n_complete', 'n_pruned', 'n_fail', 'best_value', 'best_params',
-                              'best_trial', 'at_edge', 'ran', 'seconds') if k in s} | {'best_attrs': s.get('best_attrs', {})}
-
-def _study(args, data):
-    "This run's study: from the tune stage, else loaded from the storage (None when there is none)."
-    st = _state(args)
-    if st.get('study') is None:
-        import optuna
-        from recsys_nb.tuning import open_storage
-        try: st['study'] = optuna.load_study(study_name='mf', storage=open_storage(_storage(args)))
-        except KeyError: st['study'] = None
-    return st['study']
-
-def analysis_stage(data, args) -> dict:
-    "Stage `analysis`: the statistics of the study over k (tests, post-hoc, best per k) and its conclusions."
-    from recsys_nb import tuning as T
-    study = _study(args, data)
-    if study is None: return {'skipped': 'no study (run the tune stage first)'}
-    df, which = T.analysis_trials(study, 'k')
-    st = _state(args)
-    st['trials'] = df
-    st['search_figs'] = T.plot_search(study)
-    if df.empty or 'k' not in df: return {'skipped': 'no finished trial'}
-    a = T.analyse(df, 'test_rmse', 'k', trials=which)
-    st['analysis'] = a
-    j = T.analysis_json(a)
-    return {k: j[k] for k in ('trials', 'summary', 'normality', 'variance', 'anova', 'kruskal', 'dunn', 'best', 'conclusions')}
-
-def _tuned_options(study, args) -> dict|None:
-    "MF options of the study's best trial, trained on the whole train set for its best number of epochs."
-    if study is None: return None
-    try: b = study.best_trial
-    except ValueError: return None
-    fz = study.user_attrs.get('frozen', {})
-    best = b.user_attrs.get('best_epoch')
-    epochs = int(best) + 1 if best is not None else int(b.user_attrs.get('epochs', 1))
-    return {**fz, **b.params, 'mode': study.user_attrs.get('mode', 'sparse'), 'val_frac': 0.0, 'max_epochs': epochs,
-            'tol': 0.0, 'seed': _opt(args, 'seed', 0), 'progress': _opt(args, 'progress', True)}
-
-def compare_stage(data, args) -> dict:
-    "Stage `compare`: the comparison table, accuracy by user activity (simulated new users), the course's claims."
-    from recsys_nb.tuning import best_per_group
-    st = _state(args)
-    results = [_measured(args, data, k) for k in ('usercf', 'jax', 'torch')]
-    study = _study(args, data)
-    tuned = _tuned_options(study, args)
-    if tuned is not None:
-        if 'tuned' not in st:
-            _log(f"refitting the best trial on the whole train set: k={tuned.get('k')}, λ={tuned.get('lmd'):.3g}, {tuned['max_epochs']} epochs")
-            st['tuned'] = measure('jax', data, tuned)
-            st['tuned']['model'] = 'MF (JAX, tuned)'
-        results.append(st['tuned'])
-    table = comparison_table(data, results)
-    _log('simulating new users: 10 % of the users keep 0, 1, 2 or 5 train ratings')
-    cold = with_new_users(data, 0.1, keep=(0, 1, 2, 5), seed=_opt(args, 'seed', 0))
-    preds = {'UserCF': fit_predict_usercf(cold, train_sample=1)['pred_test']}
-    mf_opts = tuned or _mf_options(args)
-    preds['MF (JAX, tuned)' if tuned else 'MF (JAX)'] = fit_predict_mf(cold, 'jax', {**mf_opts, 'progress': False}, train_sample=1)['pred_test']
-    acc = accuracy_by_activity(cold, preds)
-    df = st.get('trials')
-    bpk = best_per_group(df, 'k') if df is not None and len(df) and 'k' in df else None
-    claims = check_claims(table, acc, bpk, data.n_users, data.n_movies)
-    st.update(table=table, activity=acc, claims=claims, cold_report={k: cold.report[k] for k in ('simulated_new_users', 'train_ratings_dropped')})
-    return {'table': _records(table), 'activity': _records(acc.set_index('bucket')), 'claims': claims.to_dict('records'),
-            'new_users': st['cold_report']}
-
-# %% ../nbs/06_compare.ipynb #c040
-def results_table(args) -> str:
-    "The run's results as text: the comparison table, the best trial and the conclusions."
-    st = _state(args)
-    lines = []
-    if st.get('table') is not None:
-        t = st['table'][['train_rmse', 'test_rmse', 'test_mae', 'fit_s', 'predict_s', 'peak_mb', 'parameters']]
-        lines.append(t.to_string(float_format=lambda v: f'{v:.4f}' if abs(v) < 10 else f'{v:,.0f}'))
-    study = st.get('study')
-    if study is not None:
-        from recsys_nb.tuning import study_summary
-        s = study_summary(study)
-        lines.append(f"\nsearch: {s['n_complete']} complete, {s['n_pruned']} pruned; best validation RMSE "
-                     f"{s['best_value']:.4f} with {s['best_params']} (test RMSE {s.get('best_attrs', {}).get('test_rmse', float('nan')):.4f})"
-                     if s['best_value'] is not None else f"\nsearch: no completed trial")
-        for name, edge in (s.get('at_edge') or {}).items():
-            lines.append(f"note: the best {name} lies at the {edge} edge of its search range; a wider range may do better")
-    if st.get('analysis'): lines += ['', *('- ' + c for c in st['analysis']['conclusions'])]
-    return '\n'.join(lines)
-
-def report_blocks(data, args) -> list:
-    "The blocks of the report page (see `html_page`) from what the stages computed."
-    from recsys_nb import tuning as T
-    st = _state(args)
-    b = [('p', f"Data: {data!r}."), ('pre', json.dumps(data.summary(), indent=1, default=str))]
-    if st.get('table') is not None:
-        b += [('h2', 'UserCF vs matrix factorisation'),
-              ('p', 'Train RMSE of UserCF leaves each user out of their own neighbourhood. MF is sparse MF (Adam, '
-                    'biases), early-stopped on 10 % of train; the tuned MF is the best trial of the search refitted on '
-                    'the whole train set for its best number of epochs. Peak memory: above the baseline of a fresh child process.'),
-              ('table', st['table']), ('fig', plot_comparison(st['table']))]
-    if st.get('activity') is not None:
-        b += [('h2', 'Accuracy by user activity'),
-              ('p', f"{st['cold_report']['simulated_new_users']} users (10 %) were turned into new users keeping 0, 1, 2 "
-                    f"or 5 train ratings ({st['cold_report']['train_ratings_dropped']:,} train ratings dropped); both models "
-                    'were retrained on that data.'),
-              ('table', st['activity'].pivot(index='bucket', columns='model', values='rmse').join(
-                  st['activity'].groupby('bucket', observed=True)[['users', 'ratings']].first())),
-              ('fig', plot_activity(st['activity']))]
-    if st.get('claims') is not None:
-        b += [('h2', "The course's pros and cons, checked"), ('text', st['claims'].set_index('method'))]
-    if st.get('study') is not None:
-        s = T.study_summary(st['study'])
-        b += [('h2', 'The search'), ('pre', json.dumps({k: s.get(k) for k in ('n_complete', 'n_pruned', 'n_fail', 'best_value', 'best_params', 'at_edge')}, indent=1, default=str))]
-        for name in ('history', 'intermediate', 'importances'):
-            b.append(('fig', (st.get('search_figs') or {}).get(name)))
-    a = st.get('analysis')
-    if a is not None:
-        df = st['trials']
-        b += [('h2', 'What the search says about k'), ('ul', a['conclusions']),
-              ('fig', T.plot_by_group(df, 'test_rmse', 'k')), ('fig', T.plot_distributions(df, 'test_rmse', 'k')),
-              ('h3', 'Per k'), ('table', a['summary']), ('h3', 'Normality'), ('table', a['normality'])]
-        if len(a['anova']): b += [('h3', 'One-way ANOVA'), ('table', a['anova'])]
-        if a['kruskal']: b += [('h3', 'Kruskal–Wallis'), ('pre', json.dumps(a['kruskal'], indent=1))]
-        if len(a['dunn']): b += [("h3", "Dunn's test (Holm)"), ('table', a['dunn']), ('fig', T.plot_significance(a['dunn']))]
-        b += [('h3', 'Best trial per k (chosen by validation RMSE)'), ('table', a['best'])]
-    return b
-
-def report_stage(data, args) -> dict:
-    "Stage `report`: write OUT/report.html (self-contained) and print the results table."
-    out = _out(args)
-    path = out/'report.html'
-    path.write_text(html_page(f'recsys_nb run — {Path(data.source).name or data.source}', report_blocks(data, args)), encoding='utf-8')
-    table = results_table(args)
-    print(table, flush=True)
-    return {'report': str(path), 'bytes': path.stat().st_size}
-
-# %% ../nbs/06_compare.ipynb #c042
-# after `recsys_nb.cli`'s data stage; `usercf` measures UserCF once, in a child process, and `compare` reuses it
-REPORT_STAGES = [('usercf', 'recsys_nb.report', 'usercf_stage'), ('mf', 'recsys_nb.report', 'mf_stage'), ('tune', 'recsys_nb.report', 'tune_stage'),
-                 ('analysis', 'recsys_nb.report', 'analysis_stage'), ('compare', 'recsys_nb.report', 'compare_stage'),
-                 ('report', 'recsys_nb.report', 'report_stage')]
-
-def add_run_args(p):
-    "Add the options of this module's stages to the `run` parser `p`."
-    g = p.add_argument_group('experiment')
-    g.add_argument('--trials', type=int, default=12, help='finished trials of the search (default 12); a second run resumes the study')
-    g.add_argument('--tune-epochs', type=int, default=60, help='epoch budget of a trial (default 60)')
-    g.add_argument('--mf-epochs', type=int, default=100, help='epoch limit of the MF runs (default 100, early-stopped)')
-    g.add_argument('--storage', default=None, help='Optuna storage of the search (default OUT/optuna.db)')
-    g.add_argument('--workers', type=int, default=1, help='worker processes of the search (default 1)')
-    g.add_argument('--seed', type=int, default=0, help='seed of every stage (default 0)')
-    g.add_argument('--no-progress', dest='progress', action='store_false', help='no progress bars')
-    return p
-
-def run_summary(results:dict, out=None) -> dict:
-    "The main job's results in brief, for the terminal: test RMSE per model, the search's best, the output files."
-    s = {}
-    cmp = (results.get('compare') or {}).get('table')
-    if cmp: s['test_rmse'] = {r['model']: round(r['test_rmse'], 4) for r in cmp}
-    t = results.get('tune') or {}
-    if t: s['search'] = {k: t.get(k) for k in ('n_complete', 'n_pruned', 'best_value', 'best_params')}
-    a = results.get('analysis') or {}
-    if a.get('conclusions'): s['conclusion'] = a['conclusions'][-1]
-    if out is not None: s['out'] = {'report': str(Path(out)/'report.html'), 'results': str(Path(out)/'results.json')}
-    s['stage_seconds'] = {k: v.get('stage_seconds') for k, v in results.items() if isinstance(v, dict) and 'stage_seconds' in v}
-    if 'seconds' in results: s['seconds'] = results['seconds']
-    return s

@@ -620,7 +620,7 @@ def train_retrieval(config:RetrievalConfig, # what to train
     set_state = lambda s, saved: jax.tree_util.tree_map(jnp.asarray, saved)
     keys = ['loss', f'top_{max(cfg.ks)}_accuracy']
     (params, _), history, info = fit(step, (params, tx.init(params)), cfg.epochs, evaluate=evaluate, eval_every=cfg.eval_every,
-                                     checkpointer=ck, set_state=set_state, config=asdict(cfg), progress=progress,
+                                     checkpointer=ck, set_state=set_state, config=asdict(cfg), config_may_change=('epochs',), progress=progress,
                                      desc=desc or f'retrieval {list(cfg.layer_sizes)}', postfix_keys=keys)
     model = nnx.merge(graphdef, params)
     last = history.last

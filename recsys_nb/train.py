@@ -4,7 +4,7 @@
 
 # %% ../nbs/01a_train.ipynb #c003
 from __future__ import annotations
-import copy, importlib.util, json, math, os, pickle, random, re, sys, tempfile, time
+import copy, importlib.util, json, math, os, random, re, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -12,8 +12,9 @@ import pandas as pd
 # %% auto #0
 __all__ = ['seed_everything', 'rng_key', 'DeviceUnavailableError', 'get_device', 'fix_flax_signatures', 'tree_map_arrays',
            'to_numpy_tree', 'to_torch_tree', 'module_state', 'load_module_state', 'History', 'EarlyStopping',
-           'rng_state', 'set_rng_state', 'Checkpointer', 'fetch_metrics', 'progress_bar', 'restore_like', 'fit',
-           'setup_plotly', 'plot_history', 'plot_runs', 'bar_by_group', 'box_by_group']
+           'rng_state', 'set_rng_state', 'save_tree', 'load_tree', 'Checkpointer', 'fetch_metrics', 'progress_bar',
+           'restore_like', 'check_same_settings', 'fit', 'setup_plotly', 'plot_history', 'plot_runs', 'bar_by_group',
+           'box_by_group']
 
 # %% ../nbs/01a_train.ipynb #c005
 def seed_everything(seed:int, # the seed
@@ -155,7 +156,10 @@ def load_module_state(objs, # the objects `saved` was read from (modified in pla
         objs.load_state_dict(to_torch_tree(saved, device=dev))
     elif _is_nnx(objs):
         import jax.numpy as jnp
-        sys.modules['flax.nnx'].update(objs, tree_map_arrays(jnp.asarray, saved))
+        nnx = sys.modules['flax.nnx']
+        live = nnx.state(objs)                          # the saved values into the live state's variable types
+        nnx.replace_by_pure_dict(live, tree_map_arrays(jnp.asarray, nnx.to_pure_dict(saved) if isinstance(saved, nnx.State) else saved))
+        nnx.update(objs, live)
     else: raise TypeError(f"cannot load state into a {type(objs).__name__}")
     return objs
 
@@ -295,23 +299,85 @@ def set_rng_state(s:dict):
         if 'torch_cuda' in s and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([torch.as_tensor(t) for t in s['torch_cuda']])
 
+def _nnx_state_type():
+    "Flax NNX's `State` class when Flax NNX is loaded (checkpoints never import a framework themselves)."
+    return sys.modules['flax.nnx'].State if 'flax.nnx' in sys.modules else None
+
+def _encode(x, arrays:list):
+    "`x` as JSON-ready values, its arrays appended to `arrays` (tagged so that tuples, int keys and NNX states survive)."
+    if x is None or type(x) in (bool, int, float, str): return x
+    if _kind(x):
+        a = _leaf_to_numpy(x)
+        arrays.append(np.asarray(a))
+        return {'__array__': len(arrays) - 1, 'scalar': isinstance(a, np.generic)}
+    State = _nnx_state_type()
+    if State is not None and isinstance(x, State): return {'__nnx_state__': _encode(sys.modules['flax.nnx'].to_pure_dict(x), arrays)}
+    if isinstance(x, dict): return {'__dict__': [[_encode(k, arrays), _encode(v, arrays)] for k, v in x.items()]}
+    if isinstance(x, tuple) and hasattr(x, '_fields'):
+        return {'__namedtuple__': f'{type(x).__module__}:{type(x).__qualname__}', 'items': [_encode(v, arrays) for v in x]}
+    if isinstance(x, tuple): return {'__tuple__': [_encode(v, arrays) for v in x]}
+    if isinstance(x, list): return [_encode(v, arrays) for v in x]
+    for t in (bool, int, float, str):                      # subclasses (an IntEnum, say) as the plain type
+        if isinstance(x, t): return t(x)
+    raise TypeError(f'cannot store a {type(x).__name__} in a checkpoint (arrays, numbers, strings, lists, tuples, dicts)')
+
+def _named_tuple_class(path:str):
+    "The class at 'module:qualname' from a module already loaded (nothing is imported), or None."
+    mod, _, name = path.partition(':')
+    obj = sys.modules.get(mod)
+    for part in name.split('.'):
+        obj = getattr(obj, part, None) if obj is not None else None
+    return obj
+
+def _decode(x, arrays):
+    "The inverse of `_encode`, with NumPy arrays as leaves."
+    if isinstance(x, list): return [_decode(v, arrays) for v in x]
+    if not isinstance(x, dict): return x
+    if '__array__' in x:
+        a = arrays[f"a{x['__array__']}"]
+        return a[()] if x['scalar'] else a
+    if '__dict__' in x: return {_decode(k, arrays): _decode(v, arrays) for k, v in x['__dict__']}
+    if '__tuple__' in x: return tuple(_decode(v, arrays) for v in x['__tuple__'])
+    if '__namedtuple__' in x:
+        items, cls = [_decode(v, arrays) for v in x['items']], _named_tuple_class(x['__namedtuple__'])
+        return cls(*items) if cls is not None else tuple(items)
+    if '__nnx_state__' in x:
+        pure, State = _decode(x['__nnx_state__'], arrays), _nnx_state_type()
+        return State(pure) if State is not None else pure
+    raise ValueError(f'unknown entry in a checkpoint: {sorted(x)}')
+
+def save_tree(f, # a file name or a binary file
+              tree, # dicts, lists, tuples (named ones too), NNX states, arrays of any framework, numbers, strings
+             ):
+    "Write `tree` as one `.npz` file: its arrays, and its structure as JSON in the entry `__tree__`."
+    arrays = []
+    doc = json.dumps(_encode(tree, arrays))
+    np.savez(f, __tree__=np.array(doc), **{f'a{i}': a for i, a in enumerate(arrays)})
+
+def load_tree(path) -> object:
+    "Read a tree written by `save_tree` (no pickle: `allow_pickle=False`)."
+    with np.load(path, allow_pickle=False) as z:
+        if '__tree__' not in z.files: raise ValueError(f'{path}: not a checkpoint (no __tree__ entry)')
+        arrays = {k: z[k] for k in z.files if k != '__tree__'}
+        return _decode(json.loads(str(z['__tree__'])), arrays)
+
 class Checkpointer:
-    "Atomic pickle checkpoints in `directory`, every `every` epochs, keeping the newest `keep`."
+    "Atomic checkpoints (arrays + JSON, no pickle) in `directory`, every `every` epochs, keeping the newest `keep`."
     def __init__(self, directory, # folder for the checkpoint files (created)
                  every:int=1, # `fit` saves after every `every` epochs (and when it stops)
                  keep:int|None=2, # number of newest checkpoints kept; None keeps all
-                 prefix:str='ckpt', # file names are PREFIX-EPOCH.pkl
+                 prefix:str='ckpt', # file names are PREFIX-EPOCH.npz
                 ):
         if int(every) != every or every < 1: raise ValueError(f"every must be a positive integer, got {every!r}")
         if keep is not None and (int(keep) != keep or keep < 1): raise ValueError(f"keep must be >= 1 or None, got {keep!r}")
         self.directory, self.every, self.keep, self.prefix = Path(directory), int(every), keep, prefix
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def path(self, epoch:int) -> Path: return self.directory / f"{self.prefix}-{int(epoch):08d}.pkl"
+    def path(self, epoch:int) -> Path: return self.directory / f"{self.prefix}-{int(epoch):08d}.npz"
 
     def list(self) -> list:
         "Checkpoint files, oldest first."
-        pat = re.compile(rf"{re.escape(self.prefix)}-(\d+)\.pkl")
+        pat = re.compile(rf"{re.escape(self.prefix)}-(\d+)\.npz")
         found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := pat.fullmatch(p.name))]
         return [p for _, p in sorted(found)]
 
@@ -334,7 +400,7 @@ class Checkpointer:
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f'.{self.prefix}-', suffix='.tmp')
         try:
             with os.fdopen(fd, 'wb') as f:
-                pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+                save_tree(f, payload)
                 f.flush(); os.fsync(f.fileno())
             os.replace(tmp, self.path(epoch))
         except BaseException:
@@ -346,10 +412,10 @@ class Checkpointer:
 
     def load(self, path=None, # a checkpoint file; default the latest
             ) -> dict:
-        "Read a checkpoint (only load files you trust: this unpickles)."
+        "Read a checkpoint: its arrays (NumPy), numbers, strings, lists, tuples and dicts, as saved."
         path = self.latest() if path is None else Path(path)
         if path is None: raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        with open(path, 'rb') as f: return pickle.load(f)
+        return load_tree(path)
 
     def clear(self):
         "Delete every checkpoint file of this prefix."
@@ -415,6 +481,20 @@ def restore_like(state, # the current training state
     if 'torch' in kinds: return to_torch_tree(saved)
     return saved
 
+# %% ../nbs/01a_train.ipynb #r1
+def check_same_settings(saved:dict|None, # the config stored in a checkpoint
+                        current:dict|None, # the config of the run that would resume from it
+                        may_change=(), # keys allowed to differ
+                        where:str='', # the checkpoint, for the message
+                       ):
+    "Raise `ValueError` naming the keys whose values differ (compared as JSON), unless in `may_change`."
+    if saved is None or current is None: return
+    norm = lambda d: json.loads(json.dumps(d, default=str))
+    a, b = norm(saved), norm(current)
+    diff = sorted(k for k in set(a) | set(b) if k not in may_change and a.get(k) != b.get(k))
+    if diff: raise ValueError(f"{where}: this checkpoint is of a run with other settings or data ({', '.join(diff)}); "
+                              "resume with the same ones, or start afresh in another directory")
+
 # %% ../nbs/01a_train.ipynb #c056
 def fit(step, # step(state, epoch) -> (state, metrics dict): one epoch
         state, # initial training state (pytree of arrays, or objects with get_state/set_state)
@@ -432,6 +512,7 @@ def fit(step, # step(state, epoch) -> (state, metrics dict): one epoch
         get_state=None, # state -> pytree to store (default: the state itself)
         set_state=None, # (state, saved) -> state (default: saved)
         config:dict|None=None, # stored in checkpoints
+        config_may_change:tuple|None=None, # resume only from a checkpoint of the same `config` but these keys (None: no check)
         callback=None, # callback(epoch, metrics, state) after each epoch; return True to stop
         progress:bool=True, # show a tqdm bar with live metrics
         desc:str='train', # bar label
@@ -463,6 +544,7 @@ def fit(step, # step(state, epoch) -> (state, metrics dict): one epoch
     t0 = time.perf_counter()
     if ck is not None and resume and ck.latest() is not None:
         c = ck.load()
+        if config_may_change is not None: check_same_settings(c.get('config'), config, config_may_change, str(ck.latest()))
         state = set_state(state, c['state'])
         start_epoch = c['epoch']
         history = History.from_dict(c['history'])

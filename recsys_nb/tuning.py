@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_tuning.ipynb #c003
 from __future__ import annotations
-import contextlib, dataclasses, importlib, json, math, os, socket, sys, time, warnings
+import dataclasses, importlib, json, math, os, socket, sys, time, warnings
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 import numpy as np
@@ -14,15 +14,14 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 
 # %% auto #0
-__all__ = ['MF_FROZEN', 'JOURNAL_SUFFIXES', 'DEFAULT_STORAGE', 'CLAIM_LOCK_SUFFIX', 'TARGETS', 'SIGNIFICANCE_BANDS', 'param',
-           'SearchSpace', 'MFSearchSpace', 'journal_storage', 'open_storage', 'storage_lock_path', 'trial_counts',
-           'fail_orphaned_trials', 'file_lock', 'run_one_trial', 'run_trials', 'study_attrs_mismatch', 'make_sampler',
-           'make_pruner', 'open_study', 'data_fingerprint', 'tuning_data', 'mf_trainer', 'frozen_values',
-           'default_trial', 'mf_objective', 'trials_frame', 'TuneRun', 'study_summary', 'params_at_edge', 'tune',
-           'register_cli', 'plot_search', 'plot_by_group', 'plot_distributions', 'group_summary', 'normality_tests',
-           'variance_tests', 'anova_table', 'kruskal_test', 'dunn_test', 'plot_significance', 'best_per_group',
-           'conclusions', 'analyse', 'analysis_trials', 'analysis_json', 'holdout_split', 'protocol_table',
-           'selection_table']
+__all__ = ['MF_FROZEN', 'JOURNAL_SUFFIXES', 'DEFAULT_STORAGE', 'HEARTBEAT', 'FINISHED', 'TARGETS', 'SIGNIFICANCE_BANDS', 'param',
+           'SearchSpace', 'MFSearchSpace', 'journal_storage', 'open_storage', 'trial_counts', 'run_trials',
+           'study_attrs_mismatch', 'make_sampler', 'make_pruner', 'open_study', 'data_fingerprint', 'tuning_data',
+           'mf_trainer', 'frozen_values', 'default_trial', 'mf_objective', 'trials_frame', 'TuneRun', 'study_summary',
+           'params_at_edge', 'tune', 'register_cli', 'plot_search', 'plot_by_group', 'plot_distributions',
+           'group_summary', 'normality_tests', 'variance_tests', 'anova_table', 'kruskal_test', 'dunn_test',
+           'plot_significance', 'best_per_group', 'conclusions', 'analyse', 'analysis_trials', 'analysis_json',
+           'holdout_split', 'protocol_table', 'selection_table']
 
 # %% ../nbs/05_tuning.ipynb #c007
 def param(default, # the value used when the field is not searched
@@ -128,8 +127,10 @@ def _sqlite_path(url:str) -> Path|None:
     p = url[len('sqlite:///'):]
     return Path(p) if p and p != ':memory:' else None
 
+HEARTBEAT = 10  # seconds between heartbeats of a running trial (database storages); it is failed 3 beats after its last
+
 def open_storage(storage=None, # None, a path, 'journal:PATH', a database URL, or an Optuna storage object
-                 heartbeat:int=60, # heartbeat interval (seconds) for database-server URLs
+                 heartbeat:int=HEARTBEAT, # heartbeat interval in seconds (SQLite files and database servers)
                 ) -> optuna.storages.BaseStorage:
     "The Optuna storage named by `storage` (see the table above); files and folders are created as needed."
     if isinstance(storage, optuna.storages.BaseStorage): return storage
@@ -138,24 +139,14 @@ def open_storage(storage=None, # None, a path, 'journal:PATH', a database URL, o
     if '://' not in spec:
         if Path(spec).suffix in JOURNAL_SUFFIXES: return journal_storage(spec)
         spec = f"sqlite:///{Path(spec).resolve()}"
+    kw = {}
     if (p := _sqlite_path(spec)) is not None:
         p.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.RDBStorage(spec, engine_kwargs={'connect_args': {'timeout': 60}})
+        kw['engine_kwargs'] = {'connect_args': {'timeout': 60}}
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(spec, heartbeat_interval=heartbeat, grace_period=3 * heartbeat)
-
-CLAIM_LOCK_SUFFIX = '.claims.lock'  # not '.lock': Optuna's journal backend keeps its own `<file>.lock`
-
-def storage_lock_path(storage) -> Path|None:
-    "The lock file that serialises trial claims next to a local storage file (None for servers and storage objects)."
-    if isinstance(storage, optuna.storages.BaseStorage): return None
-    spec = str(DEFAULT_STORAGE if storage is None else storage)
-    if spec.startswith('journal:'): spec = spec[len('journal:'):]
-    if '://' in spec:
-        p = _sqlite_path(spec)
-        return None if p is None else Path(str(p) + CLAIM_LOCK_SUFFIX)
-    return Path(spec + CLAIM_LOCK_SUFFIX)
+        return optuna.storages.RDBStorage(spec, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                                          heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2), **kw)
 
 # %% ../nbs/05_tuning.ipynb #c021
 def trial_counts(study:optuna.Study) -> dict:
@@ -165,103 +156,40 @@ def trial_counts(study:optuna.Study) -> dict:
     c['finished'] = c['complete'] + c['pruned']; c['total'] = sum(c[s.name.lower()] for s in TrialState)
     return c
 
-def _pid_alive(pid) -> bool:
-    "Whether process `pid` exists on this machine and is not a zombie."
-    try: pid = int(pid); os.kill(pid, 0)
-    except (ProcessLookupError, ValueError, TypeError, OverflowError): return False
-    except PermissionError: return True
-    try: return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
-    except (OSError, IndexError): return True
-
-def fail_orphaned_trials(study:optuna.Study) -> list[int]:
-    "Mark FAIL the RUNNING trials started on this host by processes that no longer exist; their numbers."
-    host, out = socket.gethostname(), []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        a = t.user_attrs
-        if a.get('worker_host') == host and 'worker_pid' in a and not _pid_alive(a['worker_pid']):
-            try: study.tell(t.number, state=TrialState.FAIL); out.append(t.number)
-            except (RuntimeError, ValueError): pass  # another process got there first
-    if out: print(f"[tune] marked {len(out)} trial(s) of dead workers as failed: {out}", file=sys.stderr, flush=True)
-    return out
-
 # %% ../nbs/05_tuning.ipynb #c026
-@contextlib.contextmanager
-def file_lock(path):
-    "An exclusive advisory lock on `path` (created) for the duration of the block; no-op when `path` is None."
-    if path is None: yield; return
-    try: import fcntl
-    except ImportError: yield; return  # no flock (Windows): unlocked
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, 'a') as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try: yield
-        finally: fcntl.flock(f, fcntl.LOCK_UN)
-
-def _heartbeat(study, trial):
-    "Optuna's heartbeat thread for `trial` when the storage has one (database servers), else a no-op."
-    try: from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
-    except ImportError: return contextlib.nullcontext()
-    st = study._storage
-    return get_heartbeat_thread(trial._trial_id, st) if is_heartbeat_enabled(st) else contextlib.nullcontext()
-
-def _fail_stale(study):
-    "Optuna's own check for trials whose heartbeat stopped (database servers only)."
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-
-def run_one_trial(study:optuna.Study, trial:optuna.Trial, objective, catch=()) -> TrialState:
-    "Run `objective(trial)` and tell the study how it ended; the final state."
-    try:
-        with _heartbeat(study, trial): value = objective(trial)
-    except optuna.TrialPruned:
-        study.tell(trial, state=TrialState.PRUNED); return TrialState.PRUNED
-    except BaseException as e:
-        study.tell(trial, state=TrialState.FAIL)
-        if isinstance(e, tuple(catch)) and not isinstance(e, KeyboardInterrupt):
-            print(f"[tune] trial {trial.number} failed: {e!r}", file=sys.stderr, flush=True); return TrialState.FAIL
-        raise
-    return study.tell(trial, value).state
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 def run_trials(study:optuna.Study, # the study (any storage)
                objective, # objective(trial) -> float; raises optuna.TrialPruned to prune
                n_trials:int, # target number of finished (complete + pruned) trials in the study
                *,
-               lock_path=None, # lock file shared by the workers of a local storage (see `storage_lock_path`)
                timeout:float|None=None, # stop starting new trials after this many seconds
                catch=(), # exception types that fail a trial without stopping the search
                progress:bool=True, # a tqdm bar over the trials
-               poll:float=1.0, # seconds between checks while waiting for other workers' trials
                desc:str='trials', # bar label
               ) -> dict:
-    "Run trials until `study` holds `n_trials` finished trials; a summary of what this call ran."
+    "`study.optimize` until `study` holds `n_trials` finished trials (Optuna's `MaxTrialsCallback`); what this call ran."
     from recsys_nb.train import progress_bar
     if int(n_trials) != n_trials or n_trials < 0: raise ValueError(f"n_trials must be an integer >= 0, got {n_trials!r}")
     host, pid, t0 = socket.gethostname(), os.getpid(), time.time()
-    orphans = fail_orphaned_trials(study)
+    def tagged(trial):
+        trial.set_user_attr('worker_host', host); trial.set_user_attr('worker_pid', pid)
+        return objective(trial)
     ran = {'complete': 0, 'pruned': 0, 'fail': 0}
-    c = trial_counts(study)
-    bar = progress_bar(n_trials, initial=min(c['finished'], n_trials), desc=desc, enabled=progress)
+    bar = progress_bar(n_trials, initial=min(trial_counts(study)['finished'], n_trials), desc=desc, enabled=progress)
+    def follow(study, trial):
+        ran[trial.state.name.lower()] = ran.get(trial.state.name.lower(), 0) + 1
+        bar.n = min(trial_counts(study)['finished'], n_trials)
+        best = _best_value(study)
+        bar.set_postfix({'best': 'n/a' if best is None else f'{best:.4f}', 'pruned': ran['pruned']}, refresh=True)
     try:
-        while timeout is None or time.time() - t0 < timeout:
-            with file_lock(lock_path):
-                c = trial_counts(study)
-                trial = None
-                if c['finished'] + c['running'] < n_trials:
-                    trial = study.ask()
-                    trial.set_user_attr('worker_host', host); trial.set_user_attr('worker_pid', pid)
-            if trial is None:
-                if c['finished'] >= n_trials: break
-                time.sleep(poll); fail_orphaned_trials(study); _fail_stale(study); continue
-            state = run_one_trial(study, trial, objective, catch)
-            ran[state.name.lower()] += 1
-            bar.n = min(trial_counts(study)['finished'], n_trials)
-            best = _best_value(study)
-            bar.set_postfix({'best': 'n/a' if best is None else f'{best:.4f}', 'pruned': ran['pruned']}, refresh=True)
+        if trial_counts(study)['finished'] < n_trials:
+            study.optimize(tagged, timeout=timeout, catch=tuple(catch), gc_after_trial=False,
+                           callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED), follow])
     finally:
         bar.close()
-    return {**{f'ran_{k}': v for k, v in ran.items()}, 'orphans_failed': orphans,
-            'seconds': round(time.time() - t0, 2), **{f'study_{k}': v for k, v in trial_counts(study).items() if v}}
+    return {**{f'ran_{k}': v for k, v in ran.items()}, 'seconds': round(time.time() - t0, 2),
+            **{f'study_{k}': v for k, v in trial_counts(study).items() if v}}
 
 def _best_value(study) -> float|None:
     "The study's best value, None before the first complete trial."
@@ -292,10 +220,11 @@ def open_study(name:str='mf', # study name
                worker:int=0, # index of this worker process (offsets the sampler seed)
                attrs:dict|None=None, # settings stored with a new study and checked against a loaded one
                sampler=None, pruner=None, # override TPE / Hyperband
+               heartbeat:int=HEARTBEAT, # seconds between heartbeats of a running trial (database storages)
                direction:str='minimize',
               ) -> optuna.Study:
     "Create or load study `name` in `storage`, with TPE(seed) and Hyperband; settings checked on load."
-    st = open_storage(storage)
+    st = open_storage(storage, heartbeat)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
         study = optuna.create_study(study_name=name, storage=st, load_if_exists=True, direction=direction,
@@ -328,7 +257,7 @@ def tuning_data(data, # a RatingData
                 seed:int=0, # seed of the validation split
                ):
     "The `MFData` a trial trains on: (train − validation, validation, test), or (train, test as validation, test)."
-    from recsys_nb.mf_jax import MFData
+    from recsys_nb.mf import MFData
     from recsys_nb.data import validation_split
     if target not in TARGETS: raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     if len(data.test) == 0: raise ValueError("the data has no test set")
@@ -346,14 +275,14 @@ def mf_trainer(backend:str='jax'):
 
 def frozen_values(mode:str='sparse', fixed:dict|None=None) -> dict:
     "Values of the search-space fields when not searched: `MODE_DEFAULTS[mode]` of the MF module, then `fixed`."
-    from recsys_nb.mf_jax import MODE_DEFAULTS
+    from recsys_nb.mf import MODE_DEFAULTS
     names = [f.name for f in fields(MFSearchSpace)]
     return {**{n: MODE_DEFAULTS[mode][n] for n in names if n in MODE_DEFAULTS[mode]}, **(fixed or {})}
 
 def default_trial(mode:str='sparse', # MF mode whose defaults are used
                   distributions:dict|None=None, frozen=MF_FROZEN) -> dict:
     "The searched parameters at the MF module's defaults for `mode`, moved into the search space (nearest choice, clipped)."
-    from recsys_nb.mf_jax import MODE_DEFAULTS
+    from recsys_nb.mf import MODE_DEFAULTS
     out = {}
     for name, d in MFSearchSpace.distributions(distributions).items():
         if name in set(frozen) or name not in MODE_DEFAULTS[mode]: continue
@@ -387,7 +316,7 @@ def mf_objective(data, # a RatingData: its train set is trained on (less validat
     md = tuning_data(data, target, val_frac, seed)
     train = mf_trainer(backend)
     base = frozen_values(mode, fixed)
-    from recsys_nb.mf_jax import mf_config
+    from recsys_nb.mf import mf_config
 
     def objective(trial:optuna.Trial) -> float:
         space = MFSearchSpace.suggest(trial, base, frozen, distributions)
@@ -473,13 +402,13 @@ def _storage_name(storage) -> str:
     if isinstance(storage, optuna.storages.BaseStorage): return type(storage).__name__
     return str(DEFAULT_STORAGE if storage is None else storage)
 
-def _tune_worker(data, n_trials, name, storage, worker, timeout, catch, seed, epochs, attrs, options, queue):
+def _tune_worker(data, n_trials, name, storage, heartbeat, worker, timeout, catch, seed, epochs, attrs, options, queue):
     "One extra worker process of `tune`: open the study, run trials, put its counts on `queue`."
     try:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = open_study(name, storage, epochs=epochs, seed=seed, worker=worker, attrs=attrs)
-        r = run_trials(study, mf_objective(data, epochs=epochs, seed=seed, **options), n_trials,
-                       lock_path=storage_lock_path(storage), timeout=timeout, catch=catch, progress=False)
+        study = open_study(name, storage, epochs=epochs, seed=seed, worker=worker, attrs=attrs, heartbeat=heartbeat)
+        r = run_trials(study, mf_objective(data, epochs=epochs, seed=seed, **options), n_trials, timeout=timeout,
+                       catch=catch, progress=False)
         queue.put({'worker': worker, 'pid': os.getpid(), **r})
     except BaseException as e:
         queue.put({'worker': worker, 'pid': os.getpid(), 'error': f'{type(e).__name__}: {e}'}); raise
@@ -489,6 +418,7 @@ def tune(data, # a RatingData
          *,
          study:str='mf', # study name
          storage=None, # see `open_storage`; default `runs/tuning.db`
+         heartbeat:int=HEARTBEAT, # seconds between heartbeats of a running trial (database storages)
          workers:int=1, # processes working on the study (this one included)
          timeout:float|None=None, # stop starting trials after this many seconds
          catch=(), # exception types that fail a trial without stopping the search
@@ -512,7 +442,7 @@ def tune(data, # a RatingData
              'space': {k: _describe(d) for k, d in MFSearchSpace.distributions(o.get('distributions')).items()
                        if k not in set(o['frozen'])}}
     t0 = time.time()
-    st = open_study(study, storage, epochs=epochs, seed=seed, attrs=attrs, sampler=sampler, pruner=pruner)
+    st = open_study(study, storage, epochs=epochs, seed=seed, attrs=attrs, sampler=sampler, pruner=pruner, heartbeat=heartbeat)
     if enqueue and not st.get_trials(deepcopy=False):
         for params in enqueue: st.enqueue_trial(params, skip_if_exists=True)
     procs, queue = [], None
@@ -520,13 +450,12 @@ def tune(data, # a RatingData
         ctx = mp.get_context('spawn'); queue = ctx.SimpleQueue()
         worker_fn = importlib.import_module('recsys_nb.tuning')._tune_worker   # by module, so `spawn` finds it
         for w in range(1, workers):
-            p = ctx.Process(target=worker_fn, args=(data, n_trials, study, storage, w, timeout, tuple(catch), seed,
+            p = ctx.Process(target=worker_fn, args=(data, n_trials, study, storage, heartbeat, w, timeout, tuple(catch), seed,
                                                        epochs, attrs, o, queue))
             p.start(); procs.append(p)
     try:
-        r = run_trials(st, mf_objective(data, epochs=epochs, seed=seed, **o), n_trials,
-                       lock_path=storage_lock_path(storage), timeout=timeout, catch=catch, progress=progress,
-                       desc=f'{study} trials')
+        r = run_trials(st, mf_objective(data, epochs=epochs, seed=seed, **o), n_trials, timeout=timeout, catch=catch,
+                       progress=progress, desc=f'{study} trials')
     except BaseException:
         for p in procs: p.terminate()
         raise
@@ -556,7 +485,7 @@ def _tune_cli(args) -> dict:
     data = data_from_args(args)
     frozen = tuple(f for f in MF_FROZEN if f not in set(args.free or ()))
     dists = {'k': IntDistribution(1, 128, log=True)} if args.k_log else None
-    run = tune(data, args.trials, study=args.study, storage=args.storage, workers=args.workers, timeout=args.timeout,
+    run = tune(data, args.trials, study=args.study, storage=args.storage, heartbeat=args.heartbeat, workers=args.workers, timeout=args.timeout,
                epochs=args.epochs, seed=args.seed, backend=args.backend, mode=args.mode, target=args.target,
                val_frac=args.val_frac, frozen=frozen, fixed=_parse_fix(args.fix), distributions=dists, device=args.device,
                enqueue=[default_trial(args.mode, dists, frozen)] if args.from_defaults else ())
@@ -574,6 +503,8 @@ def register_cli(sub):
                    'a .log/.journal file or journal:PATH for several workers')
     p.add_argument('--study', default='mf', help='study name (default mf)')
     p.add_argument('--workers', type=int, default=1, help='worker processes on this machine (default 1)')
+    p.add_argument('--heartbeat', type=int, default=HEARTBEAT, help=f'seconds between heartbeats of a running trial; a dead '
+                   f"worker's trial is failed and retried 3 beats later (SQLite and servers; default {HEARTBEAT})")
     p.add_argument('--backend', choices=['jax', 'torch'], default='jax', help='MF implementation (default jax)')
     p.add_argument('--mode', choices=['sparse', 'dense', 'als'], default='sparse', help='MF mode (default sparse)')
     p.add_argument('--epochs', type=int, default=100, help='epoch budget of a trial, Hyperband maximum resource (default 100)')

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 import scipy.sparse as sp
+from .data import IdMap
+from .estimator import Estimator, seen_matrix
 
 # %% auto #0
 __all__ = ['SIMILARITIES', 'FALLBACKS', 'BACKENDS', 'PRODUCTS', 'NEEDS', 'TRANSPOSES', 'SPARSE_COST', 'OUTPUT_COST',
@@ -395,6 +397,23 @@ def _sums_all(row, users, vals, a, b):
     return num, den, c
 
 @numba.njit(cache=True)
+def _select(a, n, kth):
+    "The kth smallest (0-based) of a[:n], reordering a[:n] in place (Hoare's selection: no allocation)."
+    lo, hi = 0, n - 1
+    while lo < hi:
+        pivot = a[(lo + hi) // 2]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot: i += 1
+            while a[j] > pivot: j -= 1
+            if i <= j:
+                t = a[i]; a[i] = a[j]; a[j] = t; i += 1; j -= 1
+        if kth <= j: hi = j
+        elif kth >= i: lo = i
+        else: return a[kth]
+    return a[kth]
+
+@numba.njit(cache=True)
 def _sums_top_k(row, users, vals, a, b, k, buf):
     "The same over the k largest positive similarities; ties at the k-th value go to the earliest raters."
     c = 0
@@ -403,7 +422,7 @@ def _sums_top_k(row, users, vals, a, b, k, buf):
         if w > 0:
             buf[c] = w; c += 1
     if c <= k: return _sums_all(row, users, vals, a, b)
-    kth = np.partition(buf[:c], c - k)[c - k]
+    kth = _select(buf, c, c - k)
     ties = k - np.count_nonzero(buf[:c] > kth)             # places left for values equal to the k-th
     num, den = 0., 0.
     for j in range(a, b):
@@ -490,8 +509,8 @@ def _numpy_predict_sums(self, model, u, m, need_counts=False):
 NumpyEngine.predict_sums = _numpy_predict_sums
 
 # %% ../nbs/02_usercf.ipynb #c050
-class UserCF:
-    "User-based collaborative filtering, vectorised: `fit` a training set, then `predict_pairs`, `test`, `predict_matrix`."
+class UserCF(Estimator):
+    "User-based collaborative filtering, vectorised: `fit` on raw ids, then `predict`, `test`, `recommend`, `fold_in`."
     def __init__(self, sim='cosine', # similarity measure, one of `SIMILARITIES`
                  k=None, # at most k neighbours per prediction (None: all)
                  min_k=1, # fewer usable neighbours than this: fall back
@@ -519,21 +538,32 @@ class UserCF:
         if np.dtype(dtype) not in (np.float32, np.float64): raise ValueError(f"dtype must be 'float32' or 'float64', not {dtype!r}")
         if memory_budget <= 0: raise ValueError('memory_budget must be positive (GiB)')
         self.sim, self.k, self.min_k, self.min_support, self.center = sim, k, int(min_k), int(min_support), bool(center)
-        self.fallback, self.shrinkage, self.bsl_options, self.clip = fallback, float(shrinkage), dict(bsl_options or {}), clip
+        self.fallback, self.shrinkage, self.bsl_options, self.clip = fallback, float(shrinkage), bsl_options, clip
         self.backend, self.device, self.memory_budget, self.store = backend, device, float(memory_budget), store
-        self.dtype, self.neighbourhood, self.fallbacks = np.dtype(dtype), neighbourhood, {}
+        self.dtype, self.neighbourhood, self.fallbacks_ = np.dtype(dtype), neighbourhood, {}
 
-    def __repr__(self):
-        return (f"UserCF(sim={self.sim!r}, k={self.k}, min_k={self.min_k}, center={self.center}, "
-                f"fallback={self.fallback!r}, neighbourhood={self.neighbourhood!r}, backend={self.backend!r})")
-
-    def fit(self, train, # a `RatingData` (its train part), a sparse users × movies matrix, or (users, movies, ratings)
-            shape=None, # (n_users, n_movies) for the triples form
+    def fit(self, ratings, # a DataFrame or (users, items, ratings) of raw ids; a `RatingData`; a sparse users × movies matrix
+            shape=None, # (n_users, n_movies): `ratings` are (row, column, rating) index triples of this shape
+            **columns, # user=, item=, rating=: the column names of a DataFrame
            ):
         "Index the training ratings and compute the user–user similarities (or prepare to stream them)."
+        if shape is None: return super().fit(ratings, **columns)
+        u, m, r, n, nm = train_triples(ratings, shape)
+        self.users_, self.items_ = IdMap(np.arange(n)), IdMap(np.arange(nm))
+        self._fit_codes(u, m, r)
+        self.seen_ = seen_matrix(u, m, n, nm)
+        return self
+
+    def _fit_codes(self, u, i, r):
+        "Fit on dense codes; the training triples are kept (for `fold_in` and `save`), no user is folded in yet."
+        self._train, self._new, self._folded = (u, i, r), None, None
+        return self._fit_index((u, i, r), (len(self.users_), len(self.items_)))
+
+    def _fit_index(self, train, shape):
+        "The model proper: index (users, movies, ratings) of `shape`, the similarities (or their engine), top-k lists."
         t0 = time.perf_counter()
         self.ts = ts = make_trainset(train, shape)
-        self.biases = baseline_als(ts, **self.bsl_options) if self.sim == 'pearson_baseline' else None
+        self.biases = baseline_als(ts, **(self.bsl_options or {})) if self.sim == 'pearson_baseline' else None
         budget = _gib(self.memory_budget)
         full = self.neighbourhood == 'raters' and (self.store == 'full' or
                 (self.store == 'auto' and ts.n_users ** 2 * self.dtype.itemsize <= budget // 2))
@@ -575,7 +605,7 @@ class UserCF:
                       movies, # movie columns, same length
                       return_details=False, # also return {'actual_k', 'fallback'} per pair
                      ) -> np.ndarray:
-        "Predicted ratings of (user, movie) pairs; never NaN. `self.fallbacks` counts the fallbacks used."
+        "Predicted ratings of (user, movie) index pairs; never NaN. `self.fallbacks_` counts the fallbacks used."
         if not hasattr(self, 'ts'): raise RuntimeError('fit the model first')
         ts = self.ts
         u, m = self._check_pairs(users, movies)
@@ -585,7 +615,8 @@ class UserCF:
         ok = ku & km
         num, den, cnt = np.zeros(P), np.zeros(P), np.zeros(P, np.int64)
         idx = np.flatnonzero(ok)
-        idx = idx[np.lexsort((m[idx], u[idx]))]
+        key = u[idx] * max(ts.n_movies, 1) + m[idx]
+        if len(key) > 1 and not (key[1:] >= key[:-1]).all(): idx = idx[np.argsort(key, kind='stable')]
         if len(idx):
             if self.neighbourhood == 'top_k': a, b, c = self._top_k_sums(u[idx], m[idx])
             else: a, b, c = self.engine.predict_sums(self, u[idx], m[idx], need_counts=return_details or self.min_k > 1)
@@ -600,7 +631,7 @@ class UserCF:
             lo, hi = ts.rating_range if self.clip is True else self.clip
             pred = np.clip(pred, lo, hi)
         self.fallback_codes = np.select([~ku, ~km, ~enough], [1, 2, 3], 0).astype(np.int8)
-        self.fallbacks = count_fallbacks(self.fallback_codes)
+        self.fallbacks_ = count_fallbacks(self.fallback_codes)
         if return_details: return pred, {'actual_k': cnt, 'fallback': ~enough}
         return pred
 
@@ -636,19 +667,32 @@ class UserCF:
             den[a:a + step] = np.where(hit, w, 0).sum(1); cnt[a:a + step] = hit.sum(1)
         return num, den, cnt
 
-    def test(self, data, # a `RatingData` (its `part`), a sparse matrix, or (users, movies, ratings)
-             part='test'):
-        "RMSE, MAE, count and fallbacks of the predictions for `data`."
-        from recsys_nb.data import RatingData
-        from recsys_nb.metrics import rmse, mae
-        if isinstance(data, RatingData): u, m, r = data.triples(part)
-        elif sp.issparse(data): X = data.tocoo(); u, m, r = X.row, X.col, X.data
-        else: u, m, r = (np.asarray(a) for a in data)
-        if len(u) == 0: raise ValueError('nothing to test: no ratings given')
-        t0 = time.perf_counter()
-        p = self.predict_pairs(u, m)
-        return {'rmse': rmse(p, r), 'mae': mae(p, r), 'n': int(len(u)), 'fallbacks': dict(self.fallbacks),
-                'seconds': round(time.perf_counter() - t0, 3)}
+    def _predict_codes(self, u, i):
+        "Predictions at codes; a folded-in user's pairs go to the model fitted with them."
+        n, new = self.ts.n_users, None
+        if self._folded is not None: new = (u >= n) & (u < len(self.users_))
+        if new is None or not new.any(): return self.predict_pairs(u, i), dict(self.fallbacks_)
+        p, codes = np.empty(len(u)), np.empty(len(u), np.int8)
+        p[~new] = self.predict_pairs(u[~new], i[~new]); codes[~new] = self.fallback_codes
+        p[new] = self._folded.predict_pairs(u[new], i[new]); codes[new] = self._folded.fallback_codes
+        self.fallback_codes, self.fallbacks_ = codes, count_fallbacks(codes)
+        return p, self.fallbacks_
+
+    def _fold_in_codes(self, u, i, r, n_old):
+        "New users: a model of every rating so far, kept to predict for them (their similarity rows only, streamed)."
+        self._new = tuple(np.r_[a, b] for a, b in zip(self._new, (u, i, r))) if self._new else (u, i, r)
+        both = tuple(np.r_[a, b] for a, b in zip(self._train, self._new))
+        self._folded = UserCF(**{**self.get_params(), 'store': 'blocks'})._fit_index(both, (len(self.users_), len(self.items_)))
+
+    def _state(self) -> tuple[dict, dict]:
+        arrays = dict(zip(('train_user', 'train_item', 'train_rating'), self._train))
+        if self._new: arrays.update(zip(('new_user', 'new_item', 'new_rating'), self._new))
+        return {'users_fitted': self.ts.n_users}, arrays
+
+    def _load_state(self, meta:dict, arrays:dict):
+        self._train, self._new, self._folded = (arrays['train_user'], arrays['train_item'], arrays['train_rating']), None, None
+        self._fit_index(self._train, (meta['users_fitted'], len(self.items_)))
+        if 'new_user' in arrays: self._fold_in_codes(arrays['new_user'], arrays['new_item'], arrays['new_rating'], meta['users_fitted'])
 
     def predict_blocks(self, users=None, rows_per_block=1024):
         "Yield (users, predictions) for consecutive blocks of `users` (all by default) × all movies."

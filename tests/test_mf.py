@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from recsys_nb.data import default_dataset, load_netflix
 from recsys_nb import mf_jax, mf_torch
-from recsys_nb.mf_jax import MFData, mf_config
+from recsys_nb.mf import MFData, mf_config, run_trainer, train_mf
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,7 @@ def _twin_curves(data, **options):
     cfg = mf_config(**{'progress': False, 'tol': 0, 'max_epochs': 100, **options})
     jt = mf_jax.JaxMFTrainer(cfg, data)
     init = jt.factors()
-    a = mf_jax.run_trainer(jt).history.loss.to_numpy()
+    a = run_trainer(jt).history.loss.to_numpy()
     b = mf_torch.train_and_evaluate(cfg, data, init=init).history.loss.to_numpy()
     return a, b
 
@@ -109,7 +109,7 @@ def test_kernels_same_run(tiny, options):
     for kernel in KERNELS:
         tr = mf_torch.TorchMFTrainer(cfg, tiny)
         tr.kernel = kernel
-        curves.append(mf_jax.run_trainer(tr).history)
+        curves.append(run_trainer(tr).history)
     a, b = curves
     assert np.max(np.abs(a.loss.to_numpy() - b.loss.to_numpy()) / a.loss.to_numpy()) < 1e-5
     assert np.max(np.abs(a.test_rmse.to_numpy() - b.test_rmse.to_numpy())) < 1e-5
@@ -128,10 +128,10 @@ def test_resume_is_identical(tiny, backend, mode, options):
     "A run interrupted and resumed from its checkpoint gives the same history and factors as an uninterrupted run."
     with tempfile.TemporaryDirectory() as d:
         cfg = mf_config(mode, k=8, tol=0, progress=False, checkpoint_dir=d, checkpoint_every=3, **options)
-        whole = mf_torch.train_mf(replace(cfg, checkpoint_dir=None), tiny, backend)
-        part = mf_torch.train_mf(cfg, tiny, backend, callback=_interrupt_at(5))
+        whole = train_mf(replace(cfg, checkpoint_dir=None), tiny, backend)
+        part = train_mf(cfg, tiny, backend, callback=_interrupt_at(5))
         assert part.info['stopped'] == 'interrupted' and len(part.history) == 5
-        rest = mf_torch.train_mf(cfg, tiny, backend)
+        rest = train_mf(cfg, tiny, backend)
     assert rest.info['resumed_from'] == 5
     assert rest.history.equals(whole.history)
     fw, fr = whole.trainer.factors(), rest.trainer.factors()
@@ -151,7 +151,8 @@ def test_early_stopping_restores_best(tiny):
 MULTI = '''
 import json, numpy as np, jax
 from recsys_nb.data import default_dataset, load_netflix
-from recsys_nb.mf_jax import MFData, mf_config, train_and_evaluate
+from recsys_nb.mf import MFData, mf_config
+from recsys_nb.mf_jax import train_and_evaluate
 data = MFData.from_rating_data(load_netflix(default_dataset('tiny')))
 out = {'devices': len(jax.devices())}
 for name, extra in (('full', {}), ('minibatch', {'batch_size': 1000}), ('chunked', {'chunk_size': 1000})):
@@ -177,7 +178,7 @@ def test_two_devices_match_one():
         assert rel_loss < 1e-5 and max_param_diff < 1e-4 and abs(t1 - t2) < 1e-5, (name, out[name])
 
 
-CLI = "import sys, recsys_nb.cli as c; c.COMMANDS.setdefault('mf', ('recsys_nb.mf_torch', 'mf')); sys.exit(c.main())"
+
 
 
 @pytest.mark.parametrize('backend,mode', [('jax', 'sparse'), ('torch', 'dense'), ('jax', 'bayes')])
@@ -185,8 +186,8 @@ def test_cli_json(backend, mode):
     "`recsys-nb mf ... --json` prints the figures as the last line of stdout."
     with tempfile.TemporaryDirectory() as d:
         hist = Path(d) / 'h.csv'
-        cmd = [sys.executable, '-c', CLI, 'mf', '--data', str(default_dataset('tiny')), '--backend', backend, '--mode', mode,
-               '--k', '4', '--max-epochs', '6', '--quiet', '--json', '--history', str(hist)]
+        cmd = [sys.executable, '-m', 'recsys_nb.cli', 'mf', '--data', str(default_dataset('tiny')), '--backend', backend, '--mode', mode,
+               '--k', '4', '--max-epochs', '6', '--no-progress', '--json', '--history', str(hist)]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
         assert res.returncode == 0, res.stderr[-3000:]
         out = json.loads(res.stdout.strip().splitlines()[-1])
@@ -196,9 +197,12 @@ def test_cli_json(backend, mode):
 
 
 def test_cli_rejects_bad_option():
-    cmd = [sys.executable, '-c', CLI, 'mf', '--data', str(default_dataset('tiny')), '--reg', 'l1', '--quiet']
+    cmd = [sys.executable, '-m', 'recsys_nb.cli', 'mf', '--data', str(default_dataset('tiny')), '--reg', 'l1', '--no-progress']
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert res.returncode != 0 and 'MFConfig.reg' in res.stderr
+    assert res.returncode == 2 and "--reg: invalid choice: 'l1'" in res.stderr and 'Traceback' not in res.stderr
+    cmd[-3:-1] = ['--lr', '0']                           # a value argparse accepts, refused by the configuration
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert res.returncode != 0 and 'MFConfig.lr' in res.stderr and 'Traceback' not in res.stderr
 
 
 def test_config_validation():
@@ -206,3 +210,15 @@ def test_config_validation():
     with pytest.raises(ValueError, match='val_frac'): mf_config('sparse', val_frac=1.0)
     with pytest.raises(TypeError, match='unknown'): mf_config('sparse', learning_rate=0.1)
     with pytest.raises(ValueError, match='n_devices'): mf_torch.TorchMFTrainer(mf_config('sparse', n_devices=2), MFData(2, 2, ([0], [1], [3.0])))
+
+
+def test_resume_refuses_other_settings_or_data(tiny, tmp_path):
+    "A checkpoint is resumed only by the run that wrote it: the same settings (the epoch limit may grow) and data."
+    cfg = mf_config('sparse', k=4, tol=0, max_epochs=6, progress=False, checkpoint_dir=str(tmp_path), checkpoint_every=2)
+    train_mf(cfg, tiny, 'torch', callback=_interrupt_at(3))
+    with pytest.raises(ValueError, match=r'other settings or data \(lmd\)'): train_mf(replace(cfg, lmd=0.5), tiny, 'torch')
+    other = MFData(tiny.n_users, tiny.n_movies, tuple(a[:-10] for a in tiny.train), tiny.test, tiny.val)
+    with pytest.raises(ValueError, match=r'other settings or data \(data\)'): train_mf(cfg, other, 'torch')
+    run = train_mf(replace(cfg, max_epochs=8), tiny, 'torch')
+    assert run.info['resumed_from'] == 3 and len(run.history) == 8      # saved when interrupted
+    assert all(p.suffix == '.npz' for p in tmp_path.iterdir())

@@ -184,12 +184,12 @@ def test_torch_resume_is_exact(tmp_path):
 def test_checkpoint_is_atomic(tmp_path, monkeypatch):
     ck = Checkpointer(tmp_path)
     ck.save(1, {'w': np.ones(2)})
-    import pickle
+    import recsys_nb.train as train
     def boom(*a, **k): raise OSError('disk full')
-    monkeypatch.setattr(pickle, 'dump', boom)
+    monkeypatch.setattr(train, 'save_tree', boom)
     with pytest.raises(OSError):
         ck.save(2, {'w': np.zeros(2)})
-    assert [p.name for p in tmp_path.iterdir()] == ['ckpt-00000001.pkl']   # no partial file, old one intact
+    assert [p.name for p in tmp_path.iterdir()] == ['ckpt-00000001.npz']   # no partial file, old one intact
     assert ck.load()['epoch'] == 1
 
 

@@ -73,7 +73,7 @@ def test_backends_agree(backend):
         pa, da = a.predict_pairs(pu, pm, return_details=True)
         pb, db = b.predict_pairs(pu, pm, return_details=True)
         assert np.abs(pa - pb).max() < 1e-4, kw
-        assert (da['actual_k'] == db['actual_k']).all() and a.fallbacks == b.fallbacks
+        assert (da['actual_k'] == db['actual_k']).all() and a.fallbacks_ == b.fallbacks_
         assert np.abs(a.similarity() - b.similarity()).max() < 1e-6
 
 @pytest.mark.parametrize('backend', ['numpy', 'torch'])
@@ -116,7 +116,7 @@ def test_never_nan_and_fallbacks_counted():
         model = UserCF('cosine', fallback=fb).fit(R)
         p = model.predict_pairs(np.array([4, 0, 5, 1, 2]), np.array([0, 2, 0, 9, 1]))
         assert np.isfinite(p).all()
-        assert model.fallbacks == {'unknown_user': 1, 'unknown_movie': 1, 'too_few_neighbours': 1, 'total': 3}
+        assert model.fallbacks_ == {'unknown_user': 1, 'unknown_movie': 1, 'too_few_neighbours': 1, 'total': 3}
         assert p[2] == pytest.approx(model.ts.global_mean)
         assert p[3] == pytest.approx(model.ts.user_mean[1] if fb == 'user_mean' else model.ts.global_mean)
 

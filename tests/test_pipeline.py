@@ -1,11 +1,12 @@
-"""`recsys-nb run` end to end on the tiny dataset: every stage, report.html and results.json, resume on a second run."""
+"""`recsys-nb run` (recsys_nb.pipeline) end to end on the tiny dataset: every stage, report.html and results.json, resume on a
+second run."""
 import json, os, subprocess, sys
 
 import pytest
 
 def _run(out, timeout=900):
     env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'CUDA_VISIBLE_DEVICES': ''}
-    cmd = [sys.executable, '-m', 'recsys_nb.cli', 'run', '--size', 'tiny', '--trials', '4', '--tune-epochs', '8', '--mf-epochs', '20',
+    cmd = [sys.executable, '-m', 'recsys_nb.cli', 'run', '--size', 'tiny', '--trials', '4', '--tune-epochs', '8',
            '--out', str(out), '--no-progress', '--json']
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     assert p.returncode == 0, p.stderr[-4000:]
