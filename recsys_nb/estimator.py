@@ -4,7 +4,7 @@
 
 # %% ../nbs/01b_estimator.ipynb #c003
 from __future__ import annotations
-import importlib, inspect, json, os, tempfile, time, warnings
+import importlib, inspect, json, time, warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -12,6 +12,7 @@ import scipy.sparse as sp
 from .data import IdMap, RatingData, _id_array
 from .metrics import rmse, mae
 from .options import jsonable
+from .train import atomic_write
 
 # %% auto #0
 __all__ = ['USER_COLUMNS', 'ITEM_COLUMNS', 'MODEL_FORMAT', 'raw_part', 'rating_arrays', 'seen_matrix', 'top_n', 'read_model_json',
@@ -91,16 +92,6 @@ def _same(a, b) -> bool:
     except (TypeError, ValueError): return False
 
 # %% ../nbs/01b_estimator.ipynb #c017
-def _atomic_write(path:Path, write):
-    "Call write(binary file) on a temporary file beside `path`, then move it into place."
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f: write(f); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
-
 def read_model_json(path:Path) -> dict:
     "The `model.json` of a saved model, checked: one-line errors for a missing, unreadable or foreign file."
     f = Path(path) / 'model.json'
@@ -274,8 +265,8 @@ class Estimator:
         doc = {'format': MODEL_FORMAT, 'format_version': 1, 'class': type(self).__name__, 'module': type(self).__module__,
                'library_version': __version__,
                'params': jsonable(self.get_params()), 'state': jsonable(meta), 'arrays': sorted(arrays)}
-        _atomic_write(path / 'arrays.npz', lambda f: np.savez(f, **arrays))
-        _atomic_write(path / 'model.json', lambda f: f.write(json.dumps(doc, indent=1).encode()))
+        atomic_write(path / 'arrays.npz', lambda f: np.savez(f, **arrays))
+        atomic_write(path / 'model.json', lambda f: f.write(json.dumps(doc, indent=1).encode()))
         return path
 
     @classmethod

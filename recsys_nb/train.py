@@ -12,9 +12,9 @@ import pandas as pd
 # %% auto #0
 __all__ = ['seed_everything', 'rng_key', 'DeviceUnavailableError', 'get_device', 'fix_flax_signatures', 'tree_map_arrays',
            'to_numpy_tree', 'to_torch_tree', 'module_state', 'load_module_state', 'History', 'EarlyStopping',
-           'rng_state', 'set_rng_state', 'save_tree', 'load_tree', 'Checkpointer', 'fetch_metrics', 'progress_bar',
-           'restore_like', 'check_same_settings', 'fit', 'setup_plotly', 'plot_history', 'plot_runs', 'bar_by_group',
-           'box_by_group']
+           'rng_state', 'set_rng_state', 'save_tree', 'load_tree', 'atomic_write', 'Checkpointer', 'fetch_metrics',
+           'progress_bar', 'restore_like', 'check_same_settings', 'fit', 'setup_plotly', 'plot_history', 'plot_runs',
+           'bar_by_group', 'box_by_group']
 
 # %% ../nbs/01a_train.ipynb #c005
 def seed_everything(seed:int, # the seed
@@ -361,6 +361,21 @@ def load_tree(path) -> object:
         arrays = {k: z[k] for k in z.files if k != '__tree__'}
         return _decode(json.loads(str(z['__tree__'])), arrays)
 
+def atomic_write(path, # the file to write
+                 write, # write(binary file object): writes the content
+                ) -> Path:
+    "Write a file through a temporary file beside it, moved into place (`os.replace`, atomic): never half a file."
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            write(f); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp): os.unlink(tmp)
+        raise
+    return path
+
 class Checkpointer:
     "Atomic checkpoints (arrays + JSON, no pickle) in `directory`, every `every` epochs, keeping the newest `keep`."
     def __init__(self, directory, # folder for the checkpoint files (created)
@@ -397,15 +412,7 @@ class Checkpointer:
         "Write a checkpoint atomically and prune old ones; return its path."
         payload = {'epoch': int(epoch), 'state': to_numpy_tree(state), 'saved_at': time.time(),
                    **{k: to_numpy_tree(v) for k, v in extra.items()}}
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f'.{self.prefix}-', suffix='.tmp')
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                save_tree(f, payload)
-                f.flush(); os.fsync(f.fileno())
-            os.replace(tmp, self.path(epoch))
-        except BaseException:
-            if os.path.exists(tmp): os.unlink(tmp)
-            raise
+        atomic_write(self.path(epoch), lambda f: save_tree(f, payload))
         if self.keep is not None:
             for old in self.list()[:-self.keep]: old.unlink(missing_ok=True)
         return self.path(epoch)
