@@ -5,16 +5,17 @@
 # %% ../nbs/01a_train.ipynb #c003
 from __future__ import annotations
 import copy, importlib.util, json, math, os, random, re, sys, tempfile, time
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import pandas as pd
 
 # %% auto #0
 __all__ = ['seed_everything', 'rng_key', 'DeviceUnavailableError', 'get_device', 'fix_flax_signatures', 'tree_map_arrays',
-           'to_numpy_tree', 'to_torch_tree', 'module_state', 'load_module_state', 'History', 'EarlyStopping',
-           'rng_state', 'set_rng_state', 'save_tree', 'load_tree', 'atomic_write', 'Checkpointer', 'fetch_metrics',
-           'progress_bar', 'restore_like', 'check_same_settings', 'fit', 'setup_plotly', 'plot_history', 'plot_runs',
-           'bar_by_group', 'box_by_group']
+           'to_numpy_tree', 'to_torch_tree', 'module_state', 'load_module_state', 'History', 'FitRun', 'Callback',
+           'EarlyStopping', 'rng_state', 'set_rng_state', 'save_tree', 'load_tree', 'atomic_write', 'Checkpointer',
+           'fetch_metrics', 'progress_bar', 'restore_like', 'ProgressBar', 'Tolerance', 'StopWhen', 'Checkpointing',
+           'check_same_settings', 'fit', 'setup_plotly', 'plot_history', 'plot_runs', 'bar_by_group', 'box_by_group']
 
 # %% ../nbs/01a_train.ipynb #c005
 def seed_everything(seed:int, # the seed
@@ -227,8 +228,33 @@ class History:
         if not s.lstrip().startswith('['): s = Path(s).read_text()
         return cls.from_dict(json.loads(s))
 
+# %% ../nbs/01a_train.ipynb #k1
+@dataclass
+class FitRun:
+    "What `fit`'s callbacks see and change: the training state, the history, and the figures of the run."
+    state:object                # the training state (after the last completed epoch)
+    history:History             # one row per epoch
+    info:dict                   # what `fit` returns as `info`
+    epochs:int                  # the epoch limit
+    start_epoch:int             # the first epoch this call runs (a resume moves it)
+    get_state:object            # state -> what is stored
+    set_state:object            # (state, saved) -> state
+    every_epoch_evaluated:bool  # whether every epoch's metrics hold the evaluation
+    done:int=0                  # epochs completed (the next epoch to run)
+    stopped:str='max_epochs'    # why the loop ended
+    finished_before:bool=False  # a resumed run had already stopped: nothing to train
+
+class Callback:
+    "A hook into `fit`. `after_epoch` may return a reason to stop; the other methods return nothing."
+    def before_fit(self, run:FitRun): pass
+    def on_metrics(self, run:FitRun, epoch:int, metrics:dict): pass     # before the metrics are logged: may add some
+    def after_epoch(self, run:FitRun, epoch:int, metrics:dict) -> str|None: return None
+    def end_epoch(self, run:FitRun): pass                                 # when the loop goes on
+    def after_fit(self, run:FitRun): pass                                 # a normal stop (not an interrupt)
+    def on_interrupt(self, run:FitRun): pass
+
 # %% ../nbs/01a_train.ipynb #c038
-class EarlyStopping:
+class EarlyStopping(Callback):
     "Stop when `monitor` has not improved for `patience` updates; keep a copy of the best state."
     def __init__(self, monitor:str='val_rmse', # metric to watch
                  mode:str='min', # 'min' or 'max': which direction is better
@@ -268,6 +294,16 @@ class EarlyStopping:
         self.wait += 1
         if self.wait >= self.patience: self.should_stop = True
         return False
+
+    def after_epoch(self, run:FitRun, epoch:int, metrics:dict) -> str|None:
+        "As a callback of `fit`: update with the epoch's metrics (when they hold the evaluation); stop when stalled."
+        if self.monitor in metrics or run.every_epoch_evaluated: self.update(metrics, run.get_state(run.state), epoch)
+        return 'early_stopping' if self.should_stop else None
+
+    def after_fit(self, run:FitRun):
+        "As a callback of `fit`: after an early stop, go back to the best state."
+        if run.stopped == 'early_stopping' and self.restore_best and self.best_state is not None:
+            run.state = run.set_state(run.state, self.best_state)
 
     def state_dict(self) -> dict:
         "Everything needed to continue after a restart."
@@ -488,6 +524,70 @@ def restore_like(state, # the current training state
     if 'torch' in kinds: return to_torch_tree(saved)
     return saved
 
+# %% ../nbs/01a_train.ipynb #m0
+class ProgressBar(Callback):
+    "A tqdm bar over the epochs with the latest metrics."
+    def __init__(self, enabled:bool=True, desc:str='train', keys=None): self.enabled, self.desc, self.keys, self.bar = enabled, desc, keys, None
+    def before_fit(self, run): self.bar = progress_bar(run.epochs, initial=min(run.start_epoch, run.epochs), desc=self.desc, enabled=self.enabled)
+    def after_epoch(self, run, epoch, metrics):
+        self.bar.update(1)
+        self.bar.set_postfix({k: _fmt(metrics[k]) for k in (self.keys or metrics) if k in metrics}, refresh=False)
+    def close(self):
+        if self.bar is not None: self.bar.close()
+
+class Tolerance(Callback):
+    "Record |change| of `key` between epochs as `delta_<key>`; stop ('converged') when it falls below `tol`."
+    def __init__(self, tol:float|None, key:str='loss'):
+        self.tol, self.key, self.delta = tol, key, 'delta_loss' if key == 'loss' else f'delta_{key}'
+    def before_fit(self, run): self.prev = run.history.rows[-1].get(self.key) if run.history.rows else None
+    def on_metrics(self, run, epoch, metrics):
+        if self.key in metrics:
+            cur = metrics[self.key]
+            metrics[self.delta] = abs(cur - self.prev) if self.prev is not None else float('nan')
+            self.prev = cur
+    def after_epoch(self, run, epoch, metrics):
+        if self.tol is not None and metrics.get(self.delta, float('nan')) < self.tol: return 'converged'
+
+class StopWhen(Callback):
+    "Stop ('callback') when `fn(epoch, metrics, state)` returns True (Optuna's pruning, for one)."
+    def __init__(self, fn): self.fn = fn
+    def after_epoch(self, run, epoch, metrics):
+        if self.fn(epoch, metrics, run.state): return 'callback'
+
+# %% ../nbs/01a_train.ipynb #m1
+class Checkpointing(Callback):
+    "Resume from `checkpointer`'s latest checkpoint; save every `checkpointer.every` epochs, at the end and on interrupt."
+    def __init__(self, ck:Checkpointer, es:EarlyStopping|None=None, config:dict|None=None, may_change:tuple|None=None,
+                 resume:bool=True, tol_key:str='loss'):
+        self.ck, self.es, self.config, self.may_change, self.resume, self.tol_key = ck, es, config, may_change, resume, tol_key
+        self.last_rng = None
+
+    def save(self, run, stopped=None):
+        run.info['checkpoint'] = str(self.ck.save(run.done, run.get_state(run.state), history=run.history.to_dict(),
+                                                  rng=self.last_rng or rng_state(), config=self.config, stopped=stopped,
+                                                  early_stopping=self.es.state_dict() if self.es else None, tol_key=self.tol_key))
+
+    def before_fit(self, run):
+        if self.resume and self.ck.latest() is not None:
+            c = self.ck.load()
+            if self.may_change is not None: check_same_settings(c.get('config'), self.config, self.may_change, str(self.ck.latest()))
+            run.state = run.set_state(run.state, c['state'])
+            run.start_epoch = run.done = c['epoch']
+            run.history = History.from_dict(c['history'])
+            if self.es is not None and c.get('early_stopping'): self.es.load_state_dict(c['early_stopping'])
+            if c.get('rng'): set_rng_state(c['rng'])
+            run.info.update(resumed_from=run.start_epoch, epoch=run.start_epoch, checkpoint=str(self.ck.latest()))
+            run.finished_before = c.get('stopped') in ('converged', 'early_stopping', 'callback')
+        self.last_rng = rng_state()
+
+    def on_metrics(self, run, epoch, metrics): self.last_rng = rng_state()      # the generators after the epoch's work
+    def end_epoch(self, run):
+        if self.ck.due(run.done) and run.done < run.epochs: self.save(run)
+    def after_fit(self, run):
+        if run.done > run.start_epoch: self.save(run, stopped=run.stopped)
+    def on_interrupt(self, run):
+        if (self.ck.latest() is None or self.ck.latest() != self.ck.path(run.done)) and run.done > run.start_epoch: self.save(run)
+
 # %% ../nbs/01a_train.ipynb #r1
 def check_same_settings(saved:dict|None, # the config stored in a checkpoint
                         current:dict|None, # the config of the run that would resume from it
@@ -521,6 +621,7 @@ def fit(step, # step(state, epoch) -> (state, metrics dict): one epoch
         config:dict|None=None, # stored in checkpoints
         config_may_change:tuple|None=None, # resume only from a checkpoint of the same `config` but these keys (None: no check)
         callback=None, # callback(epoch, metrics, state) after each epoch; return True to stop
+        callbacks=(), # more `Callback`s, called after the built-in ones
         progress:bool=True, # show a tqdm bar with live metrics
         desc:str='train', # bar label
         postfix_keys=None, # metrics shown in the bar; default all
@@ -529,75 +630,55 @@ def fit(step, # step(state, epoch) -> (state, metrics dict): one epoch
     "Train for up to `epochs` epochs; return (state, history, info)."
     if on_interrupt not in ('return', 'raise'): raise ValueError(f"on_interrupt must be 'return' or 'raise', got {on_interrupt!r}")
     if int(epochs) != epochs or epochs < 0: raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
-    get_state = get_state or (lambda s: s)
-    set_state = set_state or restore_like
-    history = History() if history is None else history
-    es, ck = early_stopping, checkpointer
-    delta_key = 'delta_loss' if tol_key == 'loss' else f'delta_{tol_key}'
     info = dict(stopped=None, epochs_run=0, epoch=int(start_epoch), seconds=0.0, seconds_per_epoch=float('nan'),
                 resumed_from=None, best_epoch=None, best_value=None, checkpoint=None)
-
-    def finish(state, stopped, t0):
-        info.update(stopped=stopped, seconds=time.perf_counter() - t0)
-        if info['epochs_run']: info['seconds_per_epoch'] = info['seconds'] / info['epochs_run']
-        if es is not None: info.update(best_epoch=es.best_epoch, best_value=es.best_value)
-        return state, history, info
-
-    def save(epoch, state, stopped=None, rng=None):
-        info['checkpoint'] = str(ck.save(epoch, get_state(state), history=history.to_dict(), rng=rng or rng_state(),
-                                         early_stopping=es.state_dict() if es else None, config=config,
-                                         stopped=stopped, tol_key=tol_key))
-
+    run = FitRun(state, History() if history is None else history, info, int(epochs), int(start_epoch), get_state or (lambda s: s),
+                 set_state or restore_like, evaluate is None or eval_every == 1, done=int(start_epoch))
+    bar = ProgressBar(progress, desc, postfix_keys)
+    ck = Checkpointing(checkpointer, early_stopping, config, config_may_change, resume, tol_key) if checkpointer else None
+    cbs = [c for c in (ck, bar, early_stopping, Tolerance(tol, tol_key), StopWhen(callback) if callback else None) if c is not None]
+    cbs += list(callbacks)
     t0 = time.perf_counter()
-    if ck is not None and resume and ck.latest() is not None:
-        c = ck.load()
-        if config_may_change is not None: check_same_settings(c.get('config'), config, config_may_change, str(ck.latest()))
-        state = set_state(state, c['state'])
-        start_epoch = c['epoch']
-        history = History.from_dict(c['history'])
-        if es is not None and c.get('early_stopping'): es.load_state_dict(c['early_stopping'])
-        if c.get('rng'): set_rng_state(c['rng'])
-        info.update(resumed_from=start_epoch, epoch=start_epoch, checkpoint=str(ck.latest()))
-        if c.get('stopped') in ('converged', 'early_stopping', 'callback'): return finish(state, 'finished_before', t0)
-    prev = history.rows[-1].get(tol_key) if history.rows else None
-    done, stopped, last_rng = start_epoch, 'max_epochs', (rng_state() if ck is not None else None)
-    bar = progress_bar(epochs, initial=min(start_epoch, epochs), desc=desc, enabled=progress)
     try:
-        for epoch in range(start_epoch, epochs):
-            new_state, metrics = step(state, epoch)
-            if evaluate is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
-                metrics = {**metrics, **evaluate(new_state, epoch)}
-            metrics = fetch_metrics(metrics)
-            if tol_key in metrics:
-                cur = metrics[tol_key]
-                metrics[delta_key] = abs(cur - prev) if prev is not None else float('nan')
-                prev = cur
-            history.log(epoch, **metrics)
-            state, done = new_state, epoch + 1
-            info['epochs_run'] += 1; info['epoch'] = done
-            bar.update(1)
-            bar.set_postfix({k: _fmt(metrics[k]) for k in (postfix_keys or metrics) if k in metrics}, refresh=False)
-            if es is not None and (es.monitor in metrics or evaluate is None or eval_every == 1):
-                es.update(metrics, get_state(state), epoch)
-            if ck is not None: last_rng = rng_state()
-            if es is not None and es.should_stop: stopped = 'early_stopping'
-            elif tol is not None and metrics.get(delta_key, float('nan')) < tol: stopped = 'converged'
-            elif callback is not None and callback(epoch, metrics, state): stopped = 'callback'
-            if stopped != 'max_epochs': break
-            if ck is not None and ck.due(done) and done < epochs: save(done, state, rng=last_rng)
+        for c in cbs[:1] if ck else (): c.before_fit(run)                    # a resume first: it moves the start
+        if not run.finished_before:
+            for c in cbs[1 if ck else 0:]: c.before_fit(run)
+            _epochs(step, evaluate, eval_every, run, cbs)
+            for c in cbs[::-1]: c.after_fit(run)                             # restore the best state, then save it
+        else: run.stopped = 'finished_before'
     except KeyboardInterrupt:
         bar.close()
-        if ck is not None and (ck.latest() is None or ck.latest() != ck.path(done)) and done > start_epoch:
-            save(done, state, rng=last_rng)
-        finish(state, 'interrupted', t0)
-        if on_interrupt == 'raise': raise
-        return state, history, info
+        for c in cbs: c.on_interrupt(run)
+        run.stopped = 'interrupted'
+        if on_interrupt == 'raise':
+            _finish(run, early_stopping, t0); raise
     finally:
         bar.close()
-    if stopped == 'early_stopping' and es.restore_best and es.best_state is not None:
-        state = set_state(state, es.best_state)
-    if ck is not None and done > start_epoch: save(done, state, stopped=stopped, rng=last_rng)
-    return finish(state, stopped, t0)
+    return run.state, run.history, _finish(run, early_stopping, t0)
+
+def _epochs(step, evaluate, eval_every, run:FitRun, cbs:list):
+    "The loop: one step, its metrics, the log, then the callbacks; the first reason to stop ends it."
+    for epoch in range(run.start_epoch, run.epochs):
+        new_state, metrics = step(run.state, epoch)
+        if evaluate is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == run.epochs):
+            metrics = {**metrics, **evaluate(new_state, epoch)}
+        metrics = fetch_metrics(metrics)
+        for c in cbs: c.on_metrics(run, epoch, metrics)
+        run.history.log(epoch, **metrics)
+        run.state, run.done = new_state, epoch + 1
+        run.info['epochs_run'] += 1; run.info['epoch'] = run.done
+        reason = next((r for c in cbs if (r := c.after_epoch(run, epoch, metrics))), None)
+        if reason is not None:
+            run.stopped = reason; return
+        for c in cbs: c.end_epoch(run)
+
+def _finish(run:FitRun, es, t0) -> dict:
+    "`info` completed: how the run stopped, its time, the early-stopping figures."
+    info = run.info
+    info.update(stopped=run.stopped, seconds=time.perf_counter() - t0)
+    if info['epochs_run']: info['seconds_per_epoch'] = info['seconds'] / info['epochs_run']
+    if es is not None: info.update(best_epoch=es.best_epoch, best_value=es.best_value)
+    return info
 
 # %% ../nbs/01a_train.ipynb #c059
 # (nothing exported below this point: the rest is demonstration and tests)
