@@ -8,18 +8,30 @@ import argparse, dataclasses, inspect, io, textwrap, tokenize, types, typing
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['field_docs', 'add_options', 'given_options', 'jsonable']
+__all__ = ['settings', 'field_docs', 'add_options', 'given_options', 'jsonable']
 
 # %% ../nbs/01c_options.ipynb #c006
-def field_docs(cls) -> dict:
-    "{field: the comment on its line} of a dataclass (its docments), read from the source with `tokenize`."
-    try: src = textwrap.dedent(inspect.getsource(cls))
+def settings(obj) -> list[tuple]:
+    "(name, default) of the fields of a dataclass, or of the parameters of a function (`self`, `*args`, `**kw` left out)."
+    if dataclasses.is_dataclass(obj):
+        return [(f.name, f.default if f.default is not dataclasses.MISSING else
+                 f.default_factory() if f.default_factory is not dataclasses.MISSING else None) for f in dataclasses.fields(obj)]
+    ps = inspect.signature(obj).parameters.values()
+    return [(p.name, None if p.default is p.empty else p.default) for p in ps
+            if p.name != 'self' and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+def field_docs(obj) -> dict:
+    "{name: the comment on its line}: the docments of a dataclass's fields or a function's parameters, read with `tokenize`."
+    try: src = textwrap.dedent(inspect.getsource(obj))
     except (OSError, TypeError): return {}
-    names, out, pending = {f.name for f in dataclasses.fields(cls)}, {}, None
+    names, out, last, line, is_cls = {n for n, _ in settings(obj)}, {}, None, None, dataclasses.is_dataclass(obj)
     for tok in tokenize.generate_tokens(io.StringIO(src).readline):
-        if tok.type == tokenize.NEWLINE: pending = None
-        elif tok.type == tokenize.NAME and tok.start[1] == 4 and tok.string in names and pending is None: pending = tok.string
-        elif tok.type == tokenize.COMMENT and pending is not None: out[pending] = tok.string.lstrip('#').strip()
+        if tok.type == tokenize.NEWLINE:
+            last = None
+            if not is_cls: break                       # a function: its signature ends at the first NEWLINE
+        elif tok.type == tokenize.NAME and tok.string in names and (tok.start[1] == 4 if is_cls else last is None or tok.start[0] != line):
+            last, line = tok.string, tok.start[0]      # the setting this line is about (a field, or a parameter)
+        elif tok.type == tokenize.COMMENT and last is not None and tok.start[0] == line: out[last] = tok.string.lstrip('#').strip()
     return out
 
 # %% ../nbs/01c_options.ipynb #c009
@@ -32,42 +44,35 @@ def _field_type(hint):
         return (inner[0] if inner else str), True
     return hint, False
 
-def _default(f):
-    if f.default is not dataclasses.MISSING: return f.default
-    if f.default_factory is not dataclasses.MISSING: return f.default_factory()
-    return None
-
 def add_options(parser, # an `argparse` parser or argument group
-                cls, # a dataclass: one option per field, `--field-name`, its help the field's docment
+                cls, # a dataclass (one option per field) or a function (one per parameter): `--name`, helped by its docment
                 *,
                 exclude=(), # fields without an option
                 choices:dict|None=None, # {field: the values allowed}
                 per_mode:set|None=None, # fields whose default depends on a mode: left unset, said in the help
                ):
-    "Add one option per field of `cls`; unset options are None, so that the caller's defaults (the dataclass's) apply."
+    "Add one option per setting of `cls`; unset options are None, so that the caller's defaults (the dataclass's) apply."
     docs, hints, choices, per_mode = field_docs(cls), typing.get_type_hints(cls), choices or {}, per_mode or set()
-    for f in dataclasses.fields(cls):
-        if f.name in exclude: continue
-        base, many = _field_type(hints[f.name])
-        d = _default(f)
-        doc = docs.get(f.name, f.name)
-        said = 'the mode\'s' if f.name in per_mode else ('on' if d is True else 'off' if d is False else d)
+    for name, d in settings(cls):
+        if name in exclude: continue
+        base, many = _field_type(hints.get(name, type(d) if d is not None else str))
+        doc = docs.get(name, name)
+        said = 'the mode\'s' if name in per_mode else ('on' if d is True else 'off' if d is False else d)
         if said not in (None, ()) and 'default' not in doc: doc += f' (default: {said})'   # unless the comment says it
-        kw = dict(dest=f.name, default=None, help=doc.replace('%', '%%'))
-        if base is bool: parser.add_argument('--' + f.name.replace('_', '-'), action=argparse.BooleanOptionalAction, **kw); continue
-        if f.name in choices: kw['choices'] = list(choices[f.name])
+        kw = dict(dest=name, default=None, help=doc.replace('%', '%%'))
+        if base is bool: parser.add_argument('--' + name.replace('_', '-'), action=argparse.BooleanOptionalAction, **kw); continue
+        if name in choices: kw['choices'] = list(choices[name])
         if many: kw['nargs'] = '*'
-        parser.add_argument('--' + f.name.replace('_', '-'), type=base if base in (int, float) else str,
-                            metavar=f.name.upper(), **kw)
+        parser.add_argument('--' + name.replace('_', '-'), type=base if base in (int, float) else str,
+                            metavar=name.upper(), **kw)
     return parser
 
 def given_options(args, # the parsed arguments
-                  cls, # the dataclass whose options `add_options` added
-                  exclude=(), # fields to leave out (those `add_options` left out)
+                  cls, # the dataclass or function whose options `add_options` added
+                  exclude=(), # settings to leave out (those `add_options` left out)
                  ) -> dict:
-    "{field: value} of the options that were given on the command line."
-    out = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-           if f.name not in exclude and getattr(args, f.name, None) is not None}
+    "{name: value} of the options that were given on the command line."
+    out = {n: getattr(args, n) for n, _ in settings(cls) if n not in exclude and getattr(args, n, None) is not None}
     return {k: tuple(v) if isinstance(v, list) else v for k, v in out.items()}
 
 # %% ../nbs/01c_options.ipynb #j1

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .data import DataError
-from .train import fit, History, Checkpointer, progress_bar
+from .train import fit, History, Checkpointer, check_same_settings, progress_bar
 
 # %% auto #0
 __all__ = ['SLICE_RE', 'PLAYLIST_FIELDS', 'TRACK_FIELDS', 'URI_FIELDS', 'THEMES', 'MPD_SYNTH_PRESETS', 'RECORD_FIELDS',
@@ -852,12 +852,8 @@ def train_spotify(prepared, # a directory written by `prepare_records`
     if ck is not None and ck.latest() is not None:
         if not resume: ck.clear()
         else:
-            old = {k: v for k, v in json.loads(json.dumps(ck.load().get('config') or {})).items() if k != 'steps'}
-            new = {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k != 'steps'}
-            if old != new:
-                diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-                raise ValueError(f"{ck.directory} holds checkpoints of a run with other settings ({', '.join(diff)}); "
-                                 "resume with the same settings, or start afresh (resume=False / --fresh)")
+            check_same_settings(ck.load().get('config'), asdict(cfg), may_change=('steps',), where=str(ck.directory),
+                                remedy='resume with the same settings, or start afresh (resume=False / --fresh)')
     get_state = lambda st: {'leaves': [np.asarray(x) for x in jax.tree.leaves(st['state'])],
                             'key': np.asarray(st['key']), 'sampler': sampler.state()}
     def set_state(st, saved):

@@ -1264,11 +1264,9 @@ def _check_resume(ck, cfg:STLConfig, fresh:bool):
     "Refuse to resume from a checkpoint made with other settings (or clear it when `fresh`)."
     if ck is None or ck.latest() is None: return
     if fresh: ck.clear(); return
-    old = ck.load().get('config') or {}
-    diff = {k: (old.get(k), v) for k, v in asdict(cfg).items() if k in _TRAJECTORY_KEYS and
-            (tuple(old.get(k)) if isinstance(old.get(k), list) else old.get(k)) != v}
-    if diff: raise ValueError(f"{ck.directory} holds a checkpoint made with other settings {diff}; "
-                              "use fresh=True (--fresh) or another work directory")
+    from recsys_nb.train import check_same_settings
+    check_same_settings(ck.load().get('config'), asdict(cfg), may_change=tuple(k for k in asdict(cfg) if k not in _TRAJECTORY_KEYS),
+                        where=str(ck.directory), remedy='use fresh=True (--fresh) or another work directory')
 
 def _quick_eval(model, data, test_triplets, cfg, cache):
     "Evaluation loss and test AUC from the test triplets' own images."

@@ -593,14 +593,14 @@ def check_same_settings(saved:dict|None, # the config stored in a checkpoint
                         current:dict|None, # the config of the run that would resume from it
                         may_change=(), # keys allowed to differ
                         where:str='', # the checkpoint, for the message
+                        remedy:str='resume with the same ones, or start afresh in another directory', # what to do, for the message
                        ):
     "Raise `ValueError` naming the keys whose values differ (compared as JSON), unless in `may_change`."
     if saved is None or current is None: return
     norm = lambda d: json.loads(json.dumps(d, default=str))
     a, b = norm(saved), norm(current)
     diff = sorted(k for k in set(a) | set(b) if k not in may_change and a.get(k) != b.get(k))
-    if diff: raise ValueError(f"{where}: this checkpoint is of a run with other settings or data ({', '.join(diff)}); "
-                              "resume with the same ones, or start afresh in another directory")
+    if diff: raise ValueError(f"{where}: this checkpoint is of a run with other settings or data ({', '.join(diff)}); {remedy}")
 
 # %% ../nbs/01a_train.ipynb #c056
 def fit(step, # step(state, epoch) -> (state, metrics dict): one epoch

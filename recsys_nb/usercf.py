@@ -12,14 +12,16 @@ import numpy as np
 import scipy.sparse as sp
 from .data import IdMap
 from .estimator import Estimator, seen_matrix
+from .options import add_options, given_options
 
 # %% auto #0
 __all__ = ['SIMILARITIES', 'FALLBACKS', 'BACKENDS', 'PRODUCTS', 'NEEDS', 'TRANSPOSES', 'SPARSE_COST', 'OUTPUT_COST',
-           'GATHER_COST', 'INT8_SPEED', 'INT8_MIN_MACS', 'train_triples', 'TrainSet', 'make_trainset', 'sim_products',
-           'sim_factors', 'baseline_als', 'combine_similarity', 'inverse_norms', 'scale_cosine', 'naive_similarity',
-           'keep_top_k', 'dense_split', 'small_ints', 'int8_pays', 'int8_matmul_t', 'n_threads', 'parallel_map',
-           'split_range', 'NumpyEngine', 'rater_index', 'pair_sums', 'UserCF', 'count_fallbacks', 'make_engine',
-           'naive_predict', 'TensorEngine', 'bucket_chunks', 'train_sample_index', 'evaluate_usercf', 'register_cli']
+           'GATHER_COST', 'INT8_SPEED', 'INT8_MIN_MACS', 'USERCF_CHOICES', 'USERCF_NO_OPTION', 'train_triples',
+           'TrainSet', 'make_trainset', 'sim_products', 'sim_factors', 'baseline_als', 'combine_similarity',
+           'inverse_norms', 'scale_cosine', 'naive_similarity', 'keep_top_k', 'dense_split', 'small_ints', 'int8_pays',
+           'int8_matmul_t', 'n_threads', 'parallel_map', 'split_range', 'NumpyEngine', 'rater_index', 'pair_sums',
+           'UserCF', 'count_fallbacks', 'make_engine', 'naive_predict', 'TensorEngine', 'bucket_chunks',
+           'train_sample_index', 'evaluate_usercf', 'register_cli']
 
 # %% ../nbs/02_usercf.ipynb #c011
 SIMILARITIES = ('cosine', 'cosine_common', 'msd', 'pearson', 'pearson_baseline')
@@ -511,21 +513,21 @@ NumpyEngine.predict_sums = _numpy_predict_sums
 # %% ../nbs/02_usercf.ipynb #c050
 class UserCF(Estimator):
     "User-based collaborative filtering, vectorised: `fit` on raw ids, then `predict`, `test`, `recommend`, `fold_in`."
-    def __init__(self, sim='cosine', # similarity measure, one of `SIMILARITIES`
-                 k=None, # at most k neighbours per prediction (None: all)
-                 min_k=1, # fewer usable neighbours than this: fall back
-                 min_support=1, # similarity 0 below this many co-rated movies
-                 center=False, # mean-centred variant (Surprise's KNNWithMeans)
-                 fallback='user_mean', # 'user_mean' or 'global_mean' (Surprise's)
-                 shrinkage=100., # pearson_baseline shrinkage
-                 bsl_options=None, # pearson_baseline biases: n_epochs, reg_u, reg_i (Surprise's ALS)
+    def __init__(self, sim:str='cosine', # similarity measure, one of `SIMILARITIES`
+                 k:int|None=None, # at most k neighbours per prediction (None: all)
+                 min_k:int=1, # fewer usable neighbours than this: fall back
+                 min_support:int=1, # similarity 0 below this many co-rated movies
+                 center:bool=False, # mean-centred variant (Surprise's KNNWithMeans)
+                 fallback:str='user_mean', # 'user_mean' or 'global_mean' (Surprise's)
+                 shrinkage:float=100., # pearson_baseline shrinkage
+                 bsl_options:dict|None=None, # pearson_baseline biases: n_epochs, reg_u, reg_i (Surprise's ALS)
                  clip=True, # True: clip to the training rating range; (lo, hi); or False
-                 backend='numpy', # 'numpy', 'torch' or 'jax'
-                 device=None, # torch/jax device; default CUDA when present
-                 memory_budget=2., # GiB for similarity blocks and the stored similarity
-                 store='auto', # 'full': keep the whole similarity; 'blocks': stream it; 'auto': keep it if it fits
-                 dtype='float32', # stored similarity precision
-                 neighbourhood='raters', # 'raters' (Surprise) or 'top_k' (each user's k most similar users)
+                 backend:str='numpy', # 'numpy', 'torch' or 'jax'
+                 device:str|None=None, # torch/jax device; default CUDA when present
+                 memory_budget:float=2., # GiB for similarity blocks and the stored similarity
+                 store:str='auto', # 'full': keep the whole similarity; 'blocks': stream it; 'auto': keep it if it fits
+                 dtype:str='float32', # stored similarity precision
+                 neighbourhood:str='raters', # 'raters' (Surprise) or 'top_k' (each user's k most similar users)
                 ):
         if sim not in SIMILARITIES: raise ValueError(f'sim must be one of {SIMILARITIES}, not {sim!r}')
         if fallback not in FALLBACKS: raise ValueError(f'fallback must be one of {FALLBACKS}, not {fallback!r}')
@@ -963,34 +965,25 @@ def evaluate_usercf(data, # a RatingData with train and test ratings
     out['seconds'] = round(time.perf_counter() - t0, 3)
     return out
 
+USERCF_CHOICES = dict(sim=SIMILARITIES, fallback=FALLBACKS, backend=BACKENDS, store=('auto', 'full', 'blocks'),
+                      dtype=('float32', 'float64'), neighbourhood=('raters', 'top_k'))   # the allowed values of the options
+USERCF_NO_OPTION = ('clip', 'bsl_options')   # a pair or a dict: set them from Python
+
 def _usercf_command(args) -> dict:
     from recsys_nb.data import data_from_args
     data = data_from_args(args)
     print(f'[usercf] {data!r}', file=sys.stderr, flush=True)
-    opts = dict(sim=args.sim, k=args.k, min_k=args.min_k, min_support=args.min_support, center=args.center,
-                fallback=args.fallback, shrinkage=args.shrinkage, backend=args.backend, device=args.device,
-                memory_budget=args.memory_gb, neighbourhood=args.neighbourhood)
+    opts = given_options(args, UserCF.__init__, exclude=USERCF_NO_OPTION)
     return evaluate_usercf(data, train_sample=args.train_sample or None, **opts)
 
 def register_cli(sub):
-    "Add the `usercf` command to the `recsys-nb` parser."
+    "Add the `usercf` command to the `recsys-nb` parser: one option per parameter of `UserCF`."
     from recsys_nb.data import add_data_args, add_json_arg
     p = sub.add_parser('usercf', help='user-based collaborative filtering: fit, predict the test set, report RMSE',
                        description='Fit the vectorised user-based collaborative filter on the training ratings and '
                                    'report train/test RMSE, test MAE, time and fallback counts.')
     add_data_args(p)
-    p.add_argument('--sim', default='cosine', choices=SIMILARITIES, help='similarity measure (default: cosine, the course notebook\'s)')
-    p.add_argument('--k', type=int, default=None, help='neighbours per prediction (default: all)')
-    p.add_argument('--min-k', type=int, default=1, help='fewer usable neighbours than this: fall back (default 1)')
-    p.add_argument('--min-support', type=int, default=1, help='similarity 0 below this many co-rated movies (default 1)')
-    p.add_argument('--center', action='store_true', help="mean-centred variant (Surprise's KNNWithMeans)")
-    p.add_argument('--fallback', default='user_mean', choices=FALLBACKS, help='prediction without neighbours (default user_mean)')
-    p.add_argument('--shrinkage', type=float, default=100., help='pearson_baseline shrinkage (default 100)')
-    p.add_argument('--neighbourhood', default='raters', choices=['raters', 'top_k'],
-                   help="raters: the k most similar users who rated the movie (Surprise); top_k: each user's k most similar users, O(users·k) memory")
-    p.add_argument('--backend', default='numpy', choices=BACKENDS, help='numpy (default), torch or jax')
-    p.add_argument('--device', default=None, help='torch/jax device: cpu, cuda, cuda:N (default: CUDA when present)')
-    p.add_argument('--memory-gb', type=float, default=2., help='memory budget for similarity blocks in GiB (default 2)')
+    add_options(p.add_argument_group('UserCF'), UserCF.__init__, exclude=USERCF_NO_OPTION, choices=USERCF_CHOICES)
     p.add_argument('--train-sample', type=int, default=200_000, help='train ratings scored for train_rmse (0: all; default 200000)')
     add_json_arg(p)
     p.set_defaults(func=_usercf_command)
