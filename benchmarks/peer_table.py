@@ -44,10 +44,9 @@ def our_algorithms():
 
     def mf(backend, mode, **opts):
         def run(data):
-            from recsys_nb.mf import mf_config
-            from recsys_nb.tuning import mf_trainer
+            from recsys_nb.mf import mf_config, train_mf
             cfg = mf_config(mode, progress=False, **opts)
-            r = mf_trainer(backend)(cfg, data)
+            r = train_mf(cfg, data, backend)
             u, i, _ = data.triples('test')
             p = np.asarray(r.trainer.predict(u, i), np.float64)
             return np.clip(p, 1, 5)

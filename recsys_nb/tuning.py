@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 __all__ = ['MF_FROZEN', 'JOURNAL_SUFFIXES', 'DEFAULT_STORAGE', 'HEARTBEAT', 'FINISHED', 'TARGETS', 'SIGNIFICANCE_BANDS', 'param',
            'SearchSpace', 'MFSearchSpace', 'journal_storage', 'open_storage', 'trial_counts', 'run_trials',
            'study_attrs_mismatch', 'make_sampler', 'make_pruner', 'open_study', 'data_fingerprint', 'tuning_data',
-           'mf_trainer', 'frozen_values', 'default_trial', 'mf_objective', 'trials_frame', 'TuneRun', 'study_summary',
+           'frozen_values', 'default_trial', 'mf_objective', 'trials_frame', 'TuneRun', 'study_summary',
            'params_at_edge', 'tune', 'register_cli', 'plot_search', 'plot_by_group', 'plot_distributions',
            'group_summary', 'normality_tests', 'variance_tests', 'anova_table', 'kruskal_test', 'dunn_test',
            'plot_significance', 'best_per_group', 'conclusions', 'analyse', 'analysis_trials', 'analysis_json',
@@ -266,13 +266,6 @@ def tuning_data(data, # a RatingData
     v = validation_split(data, val_frac, seed)
     return MFData(data.n_users, data.n_movies, v.triples('train'), data.triples('test'), v.triples('test'))
 
-def mf_trainer(backend:str='jax'):
-    "`train_and_evaluate` of the JAX ('jax') or PyTorch ('torch') matrix factorisation."
-    if backend == 'jax': from recsys_nb.mf_jax import train_and_evaluate
-    elif backend == 'torch': from recsys_nb.mf_torch import train_and_evaluate
-    else: raise ValueError(f"backend must be 'jax' or 'torch', got {backend!r}")
-    return train_and_evaluate
-
 def frozen_values(mode:str='sparse', fixed:dict|None=None) -> dict:
     "Values of the search-space fields when not searched: `MODE_DEFAULTS[mode]` of the MF module, then `fixed`."
     from recsys_nb.mf import MODE_DEFAULTS
@@ -314,9 +307,8 @@ def mf_objective(data, # a RatingData: its train set is trained on (less validat
                 ):
     "An Optuna objective: train MF with the drawn parameters, report validation RMSE per epoch, prune, store figures."
     md = tuning_data(data, target, val_frac, seed)
-    train = mf_trainer(backend)
     base = frozen_values(mode, fixed)
-    from recsys_nb.mf import mf_config
+    from recsys_nb.mf import mf_config, train_mf
 
     def objective(trial:optuna.Trial) -> float:
         space = MFSearchSpace.suggest(trial, base, frozen, distributions)
@@ -333,7 +325,7 @@ def mf_objective(data, # a RatingData: its train set is trained on (less validat
                 trial.set_user_attr('seconds', round(time.perf_counter() - t0, 3))
                 raise optuna.TrialPruned(f'pruned at epoch {epoch}')
             return False
-        run = train(cfg, md, callback=callback)
+        run = train_mf(cfg, md, backend, callback=callback)
         h = run.history
         attrs = {**{k: float(v) for k, v in run.metrics.items()},
                  'test_rmse_min': float(h['test_rmse'].min()) if 'test_rmse' in h else float('nan'),
