@@ -10,7 +10,8 @@ import argparse, itertools, json, sys, time
 from pathlib import Path
 import numpy as np
 
-from recsys_nb.data import load_movielens, kfold_split, make_rating_data, validation_split
+from recsys_nb.data import load_movielens, make_rating_data
+from recsys_nb.splits import kfold_split, validation_split
 from recsys_nb.mf import MFData, mf_config
 from recsys_nb.mf_jax import train_and_evaluate
 

@@ -5,14 +5,15 @@
 An epoch is one full-batch update plus the test RMSE, as in training. The PyTorch sparse epoch runs the fused numba
 kernel when numba is installed (`recsys_nb.mf_torch.sparse_residual_grads`); it is also timed with PyTorch's own CSR
 kernels (`torch_sparse_torch_kernels`). The dataset is the synthetic Netflix-format
-preset (`recsys_nb.data.default_dataset(size)`: 10,000 users x 10,000 movies, 6.9M train / 1.7M test ratings for
+preset (`recsys_nb.synth.default_dataset(size)`: 10,000 users x 10,000 movies, 6.9M train / 1.7M test ratings for
 'netflix'). Prints progress to stderr and one JSON object as the last line of stdout.
 """
 from __future__ import annotations
 import argparse, json, os, statistics, sys, time
 import numpy as np
 
-from recsys_nb.data import default_dataset, load_netflix
+from recsys_nb.data import load_netflix
+from recsys_nb.synth import default_dataset
 from recsys_nb.mf import MFData, mf_config
 from recsys_nb.mf_jax import JaxMFTrainer
 from recsys_nb import mf_torch

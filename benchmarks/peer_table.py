@@ -3,7 +3,7 @@
     python benchmarks/peer_table.py [--data ../shared/data/ml-100k] [--out benchmarks/results/peer_table.json] [--only NAME ...] [--merge]
 
 Protocol (Surprise's benchmark): `u.data` in file order, 5 folds of `KFold(n_splits=5, random_state=0)` (ours come
-from `recsys_nb.data.kfold_split`, checked fold by fold against Surprise's own `KFold`), default parameters, RMSE and
+from `recsys_nb.splits.kfold_split`, checked fold by fold against Surprise's own `KFold`), default parameters, RMSE and
 MAE averaged over the folds, seconds = fit + predict summed over the 5 folds. MF variants that early-stop carve
 their validation set out of each fold's train set. Prints one JSON object (the rows) as its last line, and a
 markdown table before it. The JSON file is rewritten after every row, so an interrupted run keeps the rows it
@@ -110,7 +110,8 @@ def main(argv=None):
     ap.add_argument('--merge', action='store_true', help="keep the other rows of the existing --out file (add or replace this run's)")
     a = ap.parse_args(argv)
     os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-    from recsys_nb.data import read_ratings, kfold_split
+    from recsys_nb.data import read_ratings
+    from recsys_nb.splits import kfold_split
     path = Path(a.data) / 'u.data'
     df = read_ratings(path)
     folds = list(kfold_split(df, n_splits=5, seed=0))

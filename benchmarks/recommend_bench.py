@@ -10,7 +10,8 @@ import argparse, json, os, statistics, sys, time
 from pathlib import Path
 
 from recsys_nb import MF, UserCF
-from recsys_nb.data import movielens_u_split, read_ratings
+from recsys_nb.data import read_ratings
+from recsys_nb.splits import movielens_u_split
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -32,7 +32,7 @@ def main():
     p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='STLConfig changes, e.g. steps=600 in_batch=True')
     p.add_argument('--data', help='data directory (default: the cached default synthetic set)')
     a = p.parse_args()
-    from recsys_nb.data import cache_dir
+    from recsys_nb.synth import cache_dir
     from recsys_nb.stl import STL_CONFIGS, synth_stl, load_stl, train_stl, make_embeddings, evaluate_stl
     data_dir = Path(a.data) if a.data else cache_dir() / 'stl-default'
     if not (data_dir / 'synth.json').exists(): synth_stl(data_dir, 'default', seed=0)

@@ -76,7 +76,8 @@ def worker_ours(path, backend='numpy', device=None):
             'fallbacks': model.fallbacks_['total'], 'device': str(model.engine.device)}
 
 def _ml_folds():
-    from recsys_nb.data import read_ratings, kfold_split, make_rating_data
+    from recsys_nb.data import read_ratings, make_rating_data
+    from recsys_nb.splits import kfold_split
     return [make_rating_data(tr, te) for tr, te in kfold_split(read_ratings(ML100K), 5, 0)]
 
 def worker_surprise(algo, sim):
@@ -135,7 +136,8 @@ def save_npz(path, R, T):
 
 def netflix_npz(work:Path) -> Path:
     "The synthetic netflix-preset dataset, written once in the course's format, loaded by recsys_nb.data, cached as npz."
-    from recsys_nb.data import synth_netflix, load_netflix
+    from recsys_nb.data import load_netflix
+    from recsys_nb.synth import synth_netflix
     path = work / 'netflix.npz'
     if not path.exists():
         d = work / 'netflix'
@@ -147,7 +149,7 @@ def netflix_npz(work:Path) -> Path:
 def scale_npz(work:Path, n_users=100_000, n_movies=20_000, n_ratings=10_000_000, test_frac=0.1, seed=0) -> Path:
     """Synthetic planted-structure ratings at scale: log-normal user activity, Zipf-like movie popularity, biases plus a
     rank-8 interaction plus noise, rounded to 1..5 stars; a seeded random 10% of the ratings is the test set.
-    (Written here because recsys_nb.data.synth_ratings refuses this size: 'cannot distribute counts under the caps'.)"""
+    (Written here because recsys_nb.synth.synth_ratings refuses this size: 'cannot distribute counts under the caps'.)"""
     import scipy.sparse as sp
     path = work / f'scale_{n_users}_{n_movies}_{n_ratings}_seed{seed}.npz'
     if path.exists(): return path

@@ -48,7 +48,7 @@ def emit(result:dict|None, as_json=False, file=None):
 
 # %% ../nbs/90_cli.ipynb #c012
 def _data_synth(args) -> dict:
-    from recsys_nb.data import synth_netflix, synth_movielens
+    from recsys_nb.synth import synth_netflix, synth_movielens
     t0 = time.time()
     if args.format == 'netflix': out = synth_netflix(args.out, args.size, args.seed)
     else: out = synth_movielens(args.out, args.size, args.seed)

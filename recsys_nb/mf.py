@@ -8,7 +8,8 @@ import argparse, hashlib, math, sys, time, warnings
 from dataclasses import dataclass, asdict, fields, replace
 import numpy as np
 import pandas as pd
-from .data import RatingData, validation_split, random_split
+from .data import RatingData
+from .splits import validation_split, random_split
 from .train import fit, EarlyStopping, Checkpointer, module_state
 from .estimator import Estimator, rating_arrays, raw_part
 from .options import add_options, given_options
@@ -445,7 +446,7 @@ def evaluate_mf(data, # a `RatingData` (train/test), or a DataFrame of ratings
 
 # %% ../nbs/03_mf.ipynb #c058
 def _mf_command(args) -> dict:
-    from recsys_nb.data import data_from_args
+    from recsys_nb.options import data_from_args
     options = given_options(args, MFConfig, exclude=('mode',))
     try: mf_config(args.mode, **options)
     except (ValueError, TypeError) as e: raise SystemExit(f'recsys-nb mf: error: {e}')
@@ -460,7 +461,7 @@ def _mf_command(args) -> dict:
 
 def register_cli(sub):
     "Register `recsys-nb mf`: train and evaluate matrix factorisation with either framework."
-    from recsys_nb.data import add_data_args, add_json_arg
+    from recsys_nb.options import add_data_args, add_json_arg
     p = sub.add_parser('mf', help='matrix factorisation (JAX or PyTorch; dense, sparse, ALS or Bayesian)',
                        description='Train matrix factorisation on a rating dataset and report train/test RMSE. '
                        "Unset options take the defaults of the mode (recsys_nb.mf.MODE_DEFAULTS).")

@@ -8,7 +8,8 @@ import argparse, dataclasses, inspect, io, textwrap, tokenize, types, typing
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['settings', 'field_docs', 'add_options', 'given_options', 'jsonable']
+__all__ = ['settings', 'field_docs', 'add_options', 'given_options', 'jsonable', 'add_data_args', 'add_json_arg',
+           'add_synth_args', 'data_from_args']
 
 # %% ../nbs/01c_options.ipynb #c006
 def settings(obj) -> list[tuple]:
@@ -87,3 +88,46 @@ def jsonable(o):
     if isinstance(o, Path): return str(o)
     if hasattr(o, 'to_dict') and not isinstance(o, type): return jsonable(o.to_dict())
     return o
+
+# %% ../nbs/01c_options.ipynb #a1
+def add_data_args(p, default_size:str|None='small'):
+    "Add `--data DIR` / `--train FILE --test FILE` to parser `p`."
+    g = p.add_argument_group('data')
+    g.add_argument('--data', metavar='DIR', help='a Netflix-format directory (netflix_train.txt, netflix_test.txt, ...)'
+                   + (f'; default: the built-in synthetic {default_size!r} dataset' if default_size else ''))
+    g.add_argument('--train', metavar='FILE', help='a ratings file in any supported format (Netflix, MovieLens u.data / ratings.dat / ratings.csv)')
+    g.add_argument('--test', metavar='FILE', help='the test ratings file that goes with --train')
+    p.set_defaults(_default_size=default_size)
+    return p
+
+def add_json_arg(p):
+    "Add `--json` (print one JSON object as the last line of stdout)."
+    p.add_argument('--json', action='store_true', help='print the result as one JSON object on the last line of stdout')
+    return p
+
+def add_synth_args(p,
+                   presets, # the preset names (the first `default`)
+                   preset_help='size (default: default)',
+                   out_help='output directory'):
+    "Add the options every experiment's `synth` command shares: `--out DIR`, `--preset`, `--seed`, `--json`."
+    p.add_argument('--out', required=True, metavar='DIR', help=out_help)
+    p.add_argument('--preset', default='default', choices=list(presets), help=preset_help)
+    p.add_argument('--seed', type=int, default=0, help='random seed (same seed, same bytes)')
+    return add_json_arg(p)
+
+def data_from_args(args):
+    "The `RatingData` named by `--data` or `--train/--test` (or the built-in default)."
+    from recsys_nb.data import load_ratings, load_netflix, load_movielens, make_rating_data
+    from recsys_nb.splits import random_split
+    from recsys_nb.synth import default_dataset
+    if args.data and (args.train or args.test): raise SystemExit('error: give either --data DIR or --train/--test, not both')
+    if args.test and not args.train: raise SystemExit('error: --test needs --train')
+    if args.train: return load_ratings(args.train, args.test)
+    if args.data:
+        d = Path(args.data)
+        if (d/'netflix_train.txt').exists() or not d.is_dir(): return load_netflix(d)
+        ratings, items = load_movielens(d)
+        tr, te = random_split(ratings, 0.2, seed=0)
+        return make_rating_data(tr, te, source=f'{d} (random 80/20 split, seed 0)')
+    if getattr(args, '_default_size', None): return load_netflix(default_dataset(args._default_size))
+    raise SystemExit('error: give --data DIR or --train FILE [--test FILE]')

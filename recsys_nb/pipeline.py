@@ -52,7 +52,7 @@ class RunState:
 # %% ../nbs/07_pipeline.ipynb #c008
 def load_data(cfg:RunConfig):
     "The `RatingData` named by `cfg` (`data`, or `train`/`test`, else the built-in synthetic dataset of `size`)."
-    from recsys_nb.data import data_from_args
+    from recsys_nb.options import data_from_args
     return data_from_args(SimpleNamespace(data=cfg.data, train=cfg.train, test=cfg.test, _default_size=cfg.size))
 
 def _log(msg:str): print(f'[run] {msg}', file=sys.stderr, flush=True)
@@ -286,7 +286,7 @@ def _run_command(args) -> dict:
 
 def register_cli(sub):
     "Register `recsys-nb run`: one option per `RunConfig` field."
-    from recsys_nb.data import add_json_arg
+    from recsys_nb.options import add_json_arg
     p = sub.add_parser('run', help='the main job: every stage on one dataset',
                        description='Run the stages of the main job on one dataset: ' + ' → '.join(STAGE_NAMES) + '.')
     add_options(p, RunConfig, choices={'size': ('tiny', 'small', 'netflix'), 'stages': STAGE_NAMES})

@@ -26,8 +26,9 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from .data import (DataError, IdMap, load_movielens, random_split, read_movielens_items, read_movie_titles,
-                            add_data_args, add_json_arg, data_from_args)
+from .data import DataError, IdMap, load_movielens, read_movielens_items, read_movie_titles
+from .splits import random_split
+from .options import add_data_args, add_json_arg, data_from_args
 from .metrics import top_k_accuracy
 from .train import History, Checkpointer, fit, plot_runs, setup_plotly
 

@@ -938,7 +938,7 @@ def _add_prepare_args(p):
 
 def register_cli(sub):
     "Register `recsys-nb spotify synth|prepare|train`."
-    from recsys_nb.data import add_json_arg, add_synth_args
+    from recsys_nb.options import add_json_arg, add_synth_args
     p = sub.add_parser('spotify', help='Spotify Million Playlist next-track ranking',
                        description='Synthesise MPD slices, prepare training records, train and evaluate the playlist model.')
     ssub = p.add_subparsers(dest='spotify_command', metavar='{synth,prepare,train}', required=True)

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import DataError, add_json_arg, add_synth_args
+from .data import DataError
+from .options import add_json_arg, add_synth_args
 
 # %% auto #0
 __all__ = ['PIN_URL', 'PAIR_COLUMNS', 'FASHION_CATEGORIES', 'GENERIC_SHAPES', 'N_HUES', 'TEXTURES', 'SLOTS', 'SYNTH_PRESETS',

@@ -258,7 +258,7 @@ def tuning_data(data, # a RatingData
                ):
     "The `MFData` a trial trains on: (train − validation, validation, test), or (train, test as validation, test)."
     from recsys_nb.mf import MFData
-    from recsys_nb.data import validation_split
+    from recsys_nb.splits import validation_split
     if target not in TARGETS: raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     if len(data.test) == 0: raise ValueError("the data has no test set")
     if target == 'test':
@@ -472,7 +472,7 @@ def _parse_fix(items) -> dict:
     return out
 
 def _tune_cli(args) -> dict:
-    from recsys_nb.data import data_from_args
+    from recsys_nb.options import data_from_args
     optuna.logging.set_verbosity(optuna.logging.WARNING)   # the progress bar and the result say what matters
     data = data_from_args(args)
     frozen = tuple(f for f in MF_FROZEN if f not in set(args.free or ()))
@@ -485,7 +485,7 @@ def _tune_cli(args) -> dict:
 
 def register_cli(sub):
     "Register `recsys-nb tune`."
-    from recsys_nb.data import add_data_args, add_json_arg
+    from recsys_nb.options import add_data_args, add_json_arg
     p = sub.add_parser('tune', help='Optuna search of matrix factorisation (TPE + Hyperband, resumable)',
                        description='Search k and λ of matrix factorisation with Optuna: validation RMSE per epoch, '
                                    'Hyperband pruning, a resumable study in SQLite/journal/database storage.')

@@ -970,7 +970,7 @@ USERCF_CHOICES = dict(sim=SIMILARITIES, fallback=FALLBACKS, backend=BACKENDS, st
 USERCF_NO_OPTION = ('clip', 'bsl_options')   # a pair or a dict: set them from Python
 
 def _usercf_command(args) -> dict:
-    from recsys_nb.data import data_from_args
+    from recsys_nb.options import data_from_args
     data = data_from_args(args)
     print(f'[usercf] {data!r}', file=sys.stderr, flush=True)
     opts = given_options(args, UserCF.__init__, exclude=USERCF_NO_OPTION)
@@ -978,7 +978,7 @@ def _usercf_command(args) -> dict:
 
 def register_cli(sub):
     "Add the `usercf` command to the `recsys-nb` parser: one option per parameter of `UserCF`."
-    from recsys_nb.data import add_data_args, add_json_arg
+    from recsys_nb.options import add_data_args, add_json_arg
     p = sub.add_parser('usercf', help='user-based collaborative filtering: fit, predict the test set, report RMSE',
                        description='Fit the vectorised user-based collaborative filter on the training ratings and '
                                    'report train/test RMSE, test MAE, time and fallback counts.')

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from recsys_nb.data import (DataError, read_movie_titles, read_ratings, load_netflix, load_movielens, synth_netflix,
-                            synth_movielens, make_rating_data, kfold_split, time_split, random_split, IdMap,
-                            validation_split, detect_format)
+from recsys_nb.data import DataError, read_movie_titles, read_ratings, load_netflix, load_movielens, make_rating_data, IdMap, detect_format
+from recsys_nb.splits import kfold_split, time_split, random_split, validation_split
+from recsys_nb.synth import synth_netflix, synth_movielens
 from conftest import SHARED_DATA, needs_shared
 
 

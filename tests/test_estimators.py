@@ -9,7 +9,9 @@ import pytest
 
 from conftest import SHARED_DATA, needs_shared
 from recsys_nb import MF, UserCF, Estimator
-from recsys_nb.data import default_dataset, load_netflix, movielens_u_split, read_ratings
+from recsys_nb.data import load_netflix, read_ratings
+from recsys_nb.splits import movielens_u_split
+from recsys_nb.synth import default_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

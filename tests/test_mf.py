@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from recsys_nb.data import default_dataset, load_netflix
+from recsys_nb.data import load_netflix
+from recsys_nb.synth import default_dataset
 from recsys_nb import mf_jax, mf_torch
 from recsys_nb.mf import MFData, mf_config, run_trainer, train_mf
 
@@ -150,7 +151,8 @@ def test_early_stopping_restores_best(tiny):
 
 MULTI = '''
 import json, numpy as np, jax
-from recsys_nb.data import default_dataset, load_netflix
+from recsys_nb.data import load_netflix
+from recsys_nb.synth import default_dataset
 from recsys_nb.mf import MFData, mf_config
 from recsys_nb.mf_jax import train_and_evaluate
 data = MFData.from_rating_data(load_netflix(default_dataset('tiny')))

@@ -7,7 +7,7 @@ import pytest
 import jax, jax.numpy as jnp
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from recsys_nb.data import synth_movielens
+from recsys_nb.synth import synth_movielens
 from recsys_nb.retrieval import (BruteForceIndex, Lookup, RetrievalConfig, Tokenizer, TimeFeatures, factorized_top_k,
                                  hard_negatives, load_retrieval_data, logq_correction, mask_accidental_hits,
                                  retrieval_loss, softmax_cross_entropy, top_k_candidates, train_retrieval)

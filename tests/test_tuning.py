@@ -6,7 +6,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from recsys_nb.data import synth_netflix
+from recsys_nb.synth import synth_netflix
 from recsys_nb.tuning import open_storage, trial_counts
 
 EPOCHS = '15'

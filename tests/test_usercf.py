@@ -126,7 +126,8 @@ def test_never_nan_and_fallbacks_counted():
 def test_surprise_parity_ml100k(algo, sim):
     surprise = pytest.importorskip('surprise')
     from surprise.model_selection import KFold
-    from recsys_nb.data import read_ratings, kfold_split, make_rating_data
+    from recsys_nb.data import read_ratings, make_rating_data
+    from recsys_nb.splits import kfold_split
     data = make_rating_data(*next(kfold_split(read_ratings(ML100K), 5, 0)))
     s_train, s_test = next(KFold(n_splits=5, random_state=0).split(
         surprise.Dataset.load_from_file(str(ML100K), surprise.Reader('ml-100k'))))
@@ -144,7 +145,8 @@ def test_surprise_parity_ml100k(algo, sim):
     assert np.abs(p64 - est).max() < 1e-5                      # float64 similarities: ties broken identically
 
 def test_evaluate_and_cli(tmp_path):
-    from recsys_nb.data import synth_netflix, load_netflix
+    from recsys_nb.data import load_netflix
+    from recsys_nb.synth import synth_netflix
     d = synth_netflix(tmp_path / 'tiny', size='tiny', seed=0)
     res = evaluate_usercf(load_netflix(d), sim='msd', k=20)
     for key in ('train_rmse', 'test_rmse', 'test_mae', 'seconds', 'fallbacks'): assert key in res
