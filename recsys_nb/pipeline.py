@@ -123,14 +123,14 @@ def study_of(cfg:RunConfig, st:RunState):
 
 def analysis_stage(cfg:RunConfig, st:RunState) -> dict:
     "Stage `analysis`: the statistics of the study over k (tests, post-hoc, best per k) and its conclusions."
-    from recsys_nb import tuning as T
+    from recsys_nb import stats as S
     study = study_of(cfg, st)
     if study is None: return {'skipped': 'no study (run the tune stage first)'}
-    df, which = T.analysis_trials(study, 'k')
-    st.trials, st.search_figs = df, T.plot_search(study)
+    df, which = S.analysis_trials(study, 'k')
+    st.trials, st.search_figs = df, S.plot_search(study)
     if df.empty or 'k' not in df: return {'skipped': 'no finished trial'}
-    st.analysis = T.analyse(df, 'test_rmse', 'k', trials=which)
-    j = T.analysis_json(st.analysis)
+    st.analysis = S.analyse(df, 'test_rmse', 'k', trials=which)
+    j = S.analysis_json(st.analysis)
     return {k: j[k] for k in ('trials', 'summary', 'normality', 'variance', 'anova', 'kruskal', 'dunn', 'best', 'conclusions')}
 
 # %% ../nbs/07_pipeline.ipynb #c012
@@ -147,7 +147,7 @@ def tuned_options(study, cfg:RunConfig) -> dict|None:
 
 def compare_stage(cfg:RunConfig, st:RunState) -> dict:
     "Stage `compare`: the comparison table, accuracy by user activity (simulated new users), the course's claims."
-    from recsys_nb.tuning import best_per_group
+    from recsys_nb.stats import best_per_group
     results = [measured(cfg, st, k) for k in ('usercf', 'jax', 'torch')]
     tuned = tuned_options(study_of(cfg, st), cfg)
     if tuned is not None:
@@ -188,7 +188,7 @@ def results_table(st:RunState) -> str:
 
 def report_blocks(st:RunState) -> list:
     "The blocks of the report page (see `html_page`) from what the stages computed."
-    from recsys_nb import tuning as T
+    from recsys_nb import stats as S, tuning as T
     data = st.data
     b = [('p', f"Data: {data!r}."), ('pre', json.dumps(data.summary(), indent=1, default=str))]
     if st.table is not None:
@@ -217,11 +217,11 @@ def report_blocks(st:RunState) -> list:
     if a is not None:
         df = st.trials
         b += [('h2', 'What the search says about k'), ('ul', a['conclusions']),
-              ('fig', T.plot_by_group(df, 'test_rmse', 'k')), ('fig', T.plot_distributions(df, 'test_rmse', 'k')),
+              ('fig', S.plot_by_group(df, 'test_rmse', 'k')), ('fig', S.plot_distributions(df, 'test_rmse', 'k')),
               ('h3', 'Per k'), ('table', a['summary']), ('h3', 'Normality'), ('table', a['normality'])]
         if len(a['anova']): b += [('h3', 'One-way ANOVA'), ('table', a['anova'])]
         if a['kruskal']: b += [('h3', 'Kruskal–Wallis'), ('pre', json.dumps(a['kruskal'], indent=1))]
-        if len(a['dunn']): b += [("h3", "Dunn's test (Holm)"), ('table', a['dunn']), ('fig', T.plot_significance(a['dunn']))]
+        if len(a['dunn']): b += [("h3", "Dunn's test (Holm)"), ('table', a['dunn']), ('fig', S.plot_significance(a['dunn']))]
         b += [('h3', 'Best trial per k (chosen by validation RMSE)'), ('table', a['best'])]
     return b
 
