@@ -110,9 +110,13 @@ def variance_tests(df:pd.DataFrame, value:str='test_rmse', group:str='k', alpha:
     v = [np.var(x, ddof=1) for x in gs.values()]
     out['variance_ratio'] = float(max(v) / min(v)) if min(v) > 0 else float('inf')
     if all(np.ptp(x) == 0 for x in gs.values()): return {**out, 'equal_variances': None}
-    b, l = stats.bartlett(*gs.values()), stats.levene(*gs.values(), center='median')
-    out.update(bartlett_stat=float(b.statistic), bartlett_p=float(b.pvalue), levene_stat=float(l.statistic),
-               levene_p=float(l.pvalue), equal_variances=bool(l.pvalue >= alpha))
+    b = stats.bartlett(*gs.values())
+    out.update(bartlett_stat=float(b.statistic), bartlett_p=float(b.pvalue))
+    flat = lambda x: np.ptp(np.abs(x - np.median(x))) <= 1e-9 * max(1.0, float(np.abs(x).max()))
+    if all(flat(x) for x in gs.values()):   # Levene's statistic divides by (rounding errors of) zero
+        return {**out, 'equal_variances': None, 'levene_undefined': True}
+    l = stats.levene(*gs.values(), center='median')
+    out.update(levene_stat=float(l.statistic), levene_p=float(l.pvalue), equal_variances=bool(l.pvalue >= alpha))
     return out
 
 def anova_table(df:pd.DataFrame, value:str='test_rmse', group:str='k') -> pd.DataFrame:
@@ -219,6 +223,9 @@ def conclusions(a:dict, # the output of `analyse`
         out.append(f"Levene's test {'rejects' if not var['equal_variances'] else 'does not reject'} equal variances "
                    f"({_fmt_p(var['levene_p'])}; Bartlett {_fmt_p(var['bartlett_p'])}; largest/smallest variance "
                    f"ratio {var['variance_ratio']:.2g}).")
+    elif var.get('levene_undefined'):
+        out.append("Levene's test is undefined here: within every group the deviations from the median are equal (as "
+                   f"with groups of two), so equal variances are not tested (Bartlett {_fmt_p(var['bartlett_p'])}).")
     kw, an = a['kruskal'], a['anova']
     if not kw:
         out.append("Fewer than two groups with two or more trials: no test between groups is possible."); return out
