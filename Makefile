@@ -4,21 +4,31 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
-# torch goes in first, pinned, so that no unpinned requirement pulls a multi-GB CUDA build on CPU machines.
+# torch goes in first, pinned. On a machine without an NVIDIA GPU (no working `nvidia-smi`) it comes from PyTorch's
+# CPU wheel index (about 200 MB); from PyPI alone the same pin is a CUDA build with about 3 GB of nvidia-* packages.
+# Override: `make setup TORCH_INDEX=https://download.pytorch.org/whl/cu128` (a CUDA build), or `TORCH_INDEX=` (pip's
+# own configuration only). Where that index cannot be reached, pip falls back to its other sources within seconds.
 TORCH_SPEC ?= torch==2.13.0
-PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+HAS_NVIDIA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+TORCH_INDEX ?= $(if $(HAS_NVIDIA),,https://download.pytorch.org/whl/cpu)
+TORCH_ARGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX) --timeout 10 --retries 1)
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+# one line per package as pip collects it, then what was installed: progress without pip's full chatter
+PIP_LINES := 2> >(grep -v -E '^WARNING: (Location|Retrying)|Could not fetch URL' >&2) | grep --line-buffered -E '^(Collecting|Processing|Successfully|ERROR)' | sed -u 's/^/   /'
 STAMP := $(VENV)/.installed
 export PIP_NO_WARN_SCRIPT_LOCATION=1
 
-.PHONY: setup run test check-sync nbtest pytest export docs docs-deps readme screenshots bench clean
+.PHONY: setup run test check-sync proc-check nbtest pytest export docs docs-deps readme screenshots bench clean
 
 setup: $(STAMP)
 
 $(STAMP): settings.ini setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo ">> installing $(TORCH_SPEC), then recsys_nb[dev] into $(VENV)"
-	@$(PIP) install "$(TORCH_SPEC)" 2> >(grep -v '^WARNING: Location' >&2)
-	@$(PIP) install -e ".[dev]" 2> >(grep -v '^WARNING: Location' >&2)
+	@echo ">> [1/2] installing $(TORCH_SPEC)$(if $(TORCH_INDEX), from $(TORCH_INDEX) (override: TORCH_INDEX=...)) into $(VENV)"
+	@set -o pipefail; $(PIP) install --progress-bar off $(TORCH_ARGS) "$(TORCH_SPEC)" $(PIP_LINES)
+	@echo ">> [2/2] installing recsys_nb[dev] (JAX, Flax, Optuna, nbdev, ...) into $(VENV): about 2 minutes on 2 cores"
+	@set -o pipefail; $(PIP) install --progress-bar off -e ".[dev]" $(PIP_LINES)
+	@echo ">> done: the commands are in $(VENV)/bin (recsys-nb, nbdev_*); 'source $(VENV)/bin/activate' puts them on PATH"
 	@touch $(STAMP)
 
 run: $(STAMP)
@@ -36,12 +46,19 @@ check-sync: $(STAMP)
 	else echo ">> notebooks clean and library in sync"; fi
 
 nbtest: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" XLA_PYTHON_CLIENT_PREALLOCATE=false nbdev_test --n_workers 2 --timing
+	PATH="$(abspath $(BIN)):$$PATH" XLA_PYTHON_CLIENT_PREALLOCATE=false nbdev_test --n_workers 2 --timing --do_print
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
-test: check-sync nbtest pytest
+# nbdev's own processing of the notebooks (the first half of nbdev_docs, what Quarto is given): every show_doc and
+# every cell nbdev runs to make them is executed, so the Quarto route is checked here too, where Quarto is absent.
+proc-check: $(STAMP)
+	@rm -rf _proc; mkdir -p build; PATH="$(abspath $(BIN)):$$PATH" nbdev_proc_nbs --n_workers 2 > build/proc.log 2>&1 \
+	  && echo ">> nbdev_proc_nbs: every notebook processed (the Quarto route's input, in _proc/)" \
+	  || { grep -v -e '^  ' -e 'Found cells containing imports' build/proc.log | tail -30; echo "ERROR: nbdev_proc_nbs failed (log: build/proc.log)"; exit 1; }
+
+test: check-sync proc-check nbtest pytest
 
 export: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" nbdev_export && PATH="$(abspath $(BIN)):$$PATH" nbdev_clean

@@ -15,15 +15,14 @@ import argparse, json, os, sys, time
 from dataclasses import replace, asdict
 from pathlib import Path
 
-from recsys_nb.retrieval import RetrievalConfig, load_retrieval_data, popularity_baseline, train_retrieval
+from recsys_nb.retrieval import RETRIEVAL_RECIPES, RetrievalConfig, load_retrieval_data, popularity_baseline, train_retrieval
 
-TUTORIAL = RetrievalConfig()            # its defaults are TFRS's recipe, 300 epochs
+TUTORIAL = RETRIEVAL_RECIPES['tfrs']    # TFRS's tutorial, 300 epochs
 TABLE_EPOCHS = 150
 DEPTHS = {'32': (32,), '64-32': (64, 32), '128-64-32': (128, 64, 32)}
 CONFIGS = {**{f'table-{k}': replace(TUTORIAL, layer_sizes=v, epochs=TABLE_EPOCHS) for k, v in DEPTHS.items()},
            **{f'tutorial-{k}': replace(TUTORIAL, layer_sizes=v) for k, v in DEPTHS.items()},
-           'best': RetrievalConfig(layer_sizes=(64, 32), optimizer='adam', learning_rate=0.003, logq=True, epochs=13,
-                                   eval_every=13)}
+           'best': RetrievalConfig(eval_every=13)}          # the defaults: the chapter's validated recipe
 DEFAULT = ['table-32', 'table-64-32', 'table-128-64-32', 'popularity', 'best']
 
 def _plain(row:dict) -> dict:

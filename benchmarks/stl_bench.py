@@ -33,7 +33,11 @@ def main():
     p.add_argument('--data', help='data directory (default: the cached default synthetic set)')
     a = p.parse_args()
     from recsys_nb.synth import cache_dir
-    from recsys_nb.stl import STL_CONFIGS, synth_stl, load_stl, train_stl, make_embeddings, evaluate_stl
+    from recsys_nb.stl import train_stl
+    from recsys_nb.stl_data import load_stl
+    from recsys_nb.stl_eval import make_embeddings, evaluate_stl
+    from recsys_nb.stl_model import STL_CONFIGS
+    from recsys_nb.stl_synth import synth_stl
     data_dir = Path(a.data) if a.data else cache_dir() / 'stl-default'
     if not (data_dir / 'synth.json').exists(): synth_stl(data_dir, 'default', seed=0)
     cfg = STL_CONFIGS['cpu'].replace(**parse_set(a.set))

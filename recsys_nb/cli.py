@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_cli.ipynb #c003
 from __future__ import annotations
-import argparse, importlib, json, sys, time
+import argparse, contextlib, importlib, json, sys, time
 from pathlib import Path
 from .options import jsonable
 
@@ -38,13 +38,12 @@ def format_result(result:dict, indent=0) -> str:
             lines.append(' ' * indent + f'{str(k):<{w}}  {v}')
     return '\n'.join(lines)
 
-def emit(result:dict|None, as_json=False, file=None):
-    "Print `result` as a table, then (with `as_json`) as one JSON line — the last line of stdout."
+def emit(result:dict|None, as_json=False):
+    "Print `result` as a table on stdout; with `as_json` the table goes to stderr and stdout holds only one JSON object."
     if result is None: return
-    file = file or sys.stdout
     result = jsonable(result)
-    print(format_result(result), file=file)
-    if as_json: print(json.dumps(result), file=file, flush=True)
+    print(format_result(result), file=sys.stderr if as_json else sys.stdout, flush=True)
+    if as_json: print(json.dumps(result), flush=True)
 
 # %% ../nbs/90_cli.ipynb #c012
 def _data_synth(args) -> dict:
@@ -71,11 +70,11 @@ def _register_data(sub):
     s.add_argument('--size', default='small', help="netflix: tiny|small|netflix (default small); movielens: tiny|small")
     s.add_argument('--seed', type=int, default=0, help='random seed (same seed, same bytes)')
     s.add_argument('--out', required=True, metavar='DIR', help='output directory')
-    s.add_argument('--json', action='store_true', help='print the result as one JSON object on the last line')
+    s.add_argument('--json', action='store_true', help='print the result as one JSON object on stdout (the table goes to stderr)')
     s.set_defaults(func=_data_synth)
     c = dsub.add_parser('check', help='validate a dataset and print a summary')
     c.add_argument('path', metavar='PATH', help='a Netflix-format or MovieLens directory, or one ratings file')
-    c.add_argument('--json', action='store_true', help='print the result as one JSON object on the last line')
+    c.add_argument('--json', action='store_true', help='print the result as one JSON object on stdout (the table goes to stderr)')
     c.set_defaults(func=_data_check)
 
 # %% ../nbs/90_cli.ipynb #c014
@@ -107,10 +106,13 @@ def main(argv:list[str]|None=None) -> int:
     if not getattr(args, 'func', None):
         parser.print_help(); return 0 if command is None else 2
     from recsys_nb.data import DataError
-    try: result = args.func(args)
+    as_json = getattr(args, 'json', False)
+    try:
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():   # stdout: the JSON alone
+            result = args.func(args)
     except DataError as e:
         print(f'recsys-nb: error: {e}', file=sys.stderr); return 2
-    emit(result, as_json=getattr(args, 'json', False))
+    emit(result, as_json=as_json)
     return 0
 
 if __name__ == '__main__' and Path(sys.argv[0]).stem == 'cli': sys.exit(main())  # `python -m recsys_nb.cli`, not a notebook kernel

@@ -157,7 +157,7 @@ def _first_hit(h):
 
 def _mrr(h, n_rel, k):
     first = _first_hit(h[:, :_k(k, h.shape[1])])
-    return np.where(first >= 0, 1.0 / (first + 1), 0.0)
+    return np.where(first >= 0, 1.0 / np.maximum(first + 1, 1), 0.0)
 
 def _clicks(h, n_rel, page=10, max_rank=500):
     first = _first_hit(h[:, :max_rank])

@@ -12,7 +12,7 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['JaxMF', 'full_prediction', 'predict_pairs', 'seed_masked_mse', 'dense_objective', 'sparse_sums', 'sparse_objective',
-           'make_optimizer', 'als_sweep', 'csr_sums', 'rating_layout', 'gamma_sample', 'wishart_sample', 'sample_prior',
+           'mf_optimizer', 'als_sweep', 'csr_sums', 'rating_layout', 'gamma_sample', 'wishart_sample', 'sample_prior',
            'gibbs_sweep', 'JaxMFTrainer', 'train_and_evaluate']
 
 # %% ../nbs/03_mf_jax.ipynb #c004
@@ -22,6 +22,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jax.experimental import sparse as jsparse
 import optax
+from .optim import make_optimizer
 from flax import nnx
 from .mf import (MFConfig, MFData, MFRun, MFTrainerBase, as_mf_data, chunk_layout, _pad_chunks, lr_factor,
                           minibatch_ids, minibatch_order, run_trainer)
@@ -117,17 +118,12 @@ def sparse_objective(p:dict, mu, u, i, r, w, # as `sparse_sums`; arrays of any s
     return 0.5 * (sse + lmd * reg) / n, sse
 
 # %% ../nbs/03_mf_jax.ipynb #c046
-def make_optimizer(config:MFConfig, # optimizer, lr, schedule, reg, lmd, momentum
-                   steps_per_epoch:int=1, # optimizer updates per epoch (minibatches)
-                  ) -> optax.GradientTransformation:
-    "The Optax optimizer of `config`: weight decay λ when `reg='decay'` (decoupled for AdamW, added to the gradient otherwise)."
-    lr = config.lr
-    if config.schedule != 'constant':
-        lr = lambda step: config.lr * lr_factor(config, step // steps_per_epoch, jnp)
-    wd = config.lmd if config.reg == 'decay' else 0.0
-    if config.optimizer == 'adamw': return optax.adamw(lr, weight_decay=wd)
-    core = optax.adam(lr) if config.optimizer == 'adam' else optax.sgd(lr, momentum=config.momentum or None)
-    return optax.chain(optax.add_decayed_weights(wd), core) if wd else core
+def mf_optimizer(config:MFConfig, # optimizer, lr, schedule, reg, lmd, momentum
+                 steps_per_epoch:int=1, # optimizer updates per epoch (minibatches)
+                ) -> optax.GradientTransformation:
+    "`make_optimizer` for `config`: weight decay λ when `reg='decay'`, the learning rate on `lr_factor`'s schedule."
+    lr = config.lr if config.schedule == 'constant' else lambda step: config.lr * lr_factor(config, step // steps_per_epoch, jnp)
+    return make_optimizer(config.optimizer, lr, momentum=config.momentum, weight_decay=config.lmd if config.reg == 'decay' else 0.0)
 
 def _param_state(model:nnx.Module, grads:dict) -> nnx.State:
     "Plain gradient arrays `grads` as the `nnx.State` of Params that `nnx.Optimizer.update` expects."
@@ -311,7 +307,7 @@ class JaxMFTrainer(MFTrainerBase):
                             dtype=self.dtype, rngs=nnx.Rngs(params=cfg.seed))
         if init is not None: self.set_factors(init)
         self.steps_per_epoch = -(-data.n_train // cfg.batch_size) if self.minibatch else 1
-        self.optimizer = (nnx.Optimizer(self.model, make_optimizer(cfg, self.steps_per_epoch), wrt=nnx.Param)
+        self.optimizer = (nnx.Optimizer(self.model, mf_optimizer(cfg, self.steps_per_epoch), wrt=nnx.Param)
                           if cfg.mode in ('dense', 'sparse') else None)
         self._place_state()
         self._sets = {}

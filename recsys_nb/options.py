@@ -9,7 +9,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['settings', 'field_docs', 'add_options', 'given_options', 'jsonable', 'add_data_args', 'add_json_arg',
-           'add_synth_args', 'data_from_args']
+           'add_progress_arg', 'add_synth_args', 'data_from_args']
 
 # %% ../nbs/01c_options.ipynb #c006
 def settings(obj) -> list[tuple]:
@@ -51,14 +51,16 @@ def add_options(parser, # an `argparse` parser or argument group
                 exclude=(), # fields without an option
                 choices:dict|None=None, # {field: the values allowed}
                 per_mode:set|None=None, # fields whose default depends on a mode: left unset, said in the help
+                defaults:dict|None=None, # {field: its default as the help says it}, where the command applies its own
                ):
     "Add one option per setting of `cls`; unset options are None, so that the caller's defaults (the dataclass's) apply."
-    docs, hints, choices, per_mode = field_docs(cls), typing.get_type_hints(cls), choices or {}, per_mode or set()
+    docs, hints, choices, per_mode, defaults = field_docs(cls), typing.get_type_hints(cls), choices or {}, per_mode or set(), defaults or {}
     for name, d in settings(cls):
         if name in exclude: continue
         base, many = _field_type(hints.get(name, type(d) if d is not None else str))
         doc = docs.get(name, name)
-        said = 'the mode\'s' if name in per_mode else ('on' if d is True else 'off' if d is False else d)
+        said = defaults[name] if name in defaults else 'the mode\'s' if name in per_mode else \
+            'on' if d is True else 'off' if d is False else ' '.join(map(str, d)) if isinstance(d, (tuple, list)) and d else d
         if said not in (None, ()) and 'default' not in doc: doc += f' (default: {said})'   # unless the comment says it
         kw = dict(dest=name, default=None, help=doc.replace('%', '%%'))
         if base is bool: parser.add_argument('--' + name.replace('_', '-'), action=argparse.BooleanOptionalAction, **kw); continue
@@ -101,8 +103,14 @@ def add_data_args(p, default_size:str|None='small'):
     return p
 
 def add_json_arg(p):
-    "Add `--json` (print one JSON object as the last line of stdout)."
-    p.add_argument('--json', action='store_true', help='print the result as one JSON object on the last line of stdout')
+    "Add `--json` (stdout: one JSON object and nothing else)."
+    p.add_argument('--json', action='store_true', help='print the result as one JSON object on stdout (the table goes to stderr)')
+    return p
+
+def add_progress_arg(p):
+    "Add `--progress/--no-progress` (progress bars on stderr, on by default) for a command whose config has no `progress`."
+    p.add_argument('--progress', action=argparse.BooleanOptionalAction, default=True,
+                   help='show progress bars with live metrics on stderr (default: on)')
     return p
 
 def add_synth_args(p,

@@ -13,22 +13,24 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['MIN_FLOAT', 'MAX_FLOAT', 'STEP_FIELDS', 'Lookup', 'standardize', 'Tokenizer', 'TimeFeatures', 'RetrievalFeatures',
-           'RetrievalData', 'retrieval_data', 'load_retrieval_data', 'DenseStack', 'QueryTower', 'masked_mean',
-           'CandidateTower', 'TwoTowerModel', 'softmax_cross_entropy', 'logq_correction', 'mask_accidental_hits',
-           'hard_negatives', 'dot_scores', 'retrieval_loss', 'Retrieval', 'top_k_candidates', 'factorized_top_k',
-           'BruteForceIndex', 'embed_queries', 'embed_corpus', 'validation_split', 'popularity_baseline',
-           'RetrievalConfig', 'RetrievalResult', 'sampling_probability', 'evaluate_retrieval', 'train_retrieval',
-           'retrieval_data_from_args', 'register_cli', 'result_row']
+__all__ = ['MIN_FLOAT', 'MAX_FLOAT', 'RETRIEVAL_CHOICES', 'RETRIEVAL_RECIPES', 'STEP_FIELDS', 'Lookup', 'standardize',
+           'Tokenizer', 'TimeFeatures', 'RetrievalFeatures', 'RetrievalData', 'retrieval_data', 'load_retrieval_data',
+           'DenseStack', 'QueryTower', 'masked_mean', 'CandidateTower', 'TwoTowerModel', 'softmax_cross_entropy',
+           'logq_correction', 'mask_accidental_hits', 'hard_negatives', 'dot_scores', 'retrieval_loss', 'Retrieval',
+           'top_k_candidates', 'factorized_top_k', 'BruteForceIndex', 'embed_queries', 'embed_corpus',
+           'validation_split', 'popularity_baseline', 'RetrievalConfig', 'RetrievalResult', 'sampling_probability',
+           'evaluate_retrieval', 'train_retrieval', 'retrieval_data_from_args', 'retrieval_config_from_args',
+           'register_cli', 'result_row']
 
 # %% ../nbs/30_retrieval.ipynb #c004
 import jax
 import jax.numpy as jnp
 import optax
+from .optim import make_optimizer
 from flax import nnx
 from .data import DataError, IdMap, load_movielens, read_movielens_items, read_movie_titles
 from .splits import random_split
-from .options import add_data_args, add_json_arg, data_from_args
+from .options import add_data_args, add_json_arg, add_options, add_progress_arg, data_from_args, given_options
 from .metrics import top_k_accuracy
 from .train import History, Checkpointer, fit, plot_runs, setup_plotly
 
@@ -483,38 +485,44 @@ def popularity_baseline(data:RetrievalData, ks=(1, 5, 10, 50, 100), part:str='te
     return {f'top_{k}_accuracy': acc[min(k, len(order))] for k in ks}
 
 # %% ../nbs/30_retrieval.ipynb #c077
+RETRIEVAL_CHOICES = dict(optimizer=('adagrad', 'adam', 'adamw'))   # the allowed values of the options
+
 @dataclass
 class RetrievalConfig:
-    "Every choice of a retrieval run (defaults: TFRS's deep-retrieval tutorial, one layer)."
-    layer_sizes:tuple=(32,) # dense layers of each tower
+    "Every choice of a retrieval run (defaults: the best recipe measured below; `RETRIEVAL_RECIPES['tfrs']`: TFRS's tutorial)."
+    layer_sizes:tuple[int, ...]=(64, 32) # dense layers of each tower; the last is the embedding size
     embedding_dim:int=32 # width of the embedding tables
-    epochs:int=300
-    batch_size:int=2048
-    optimizer:str='adagrad' # 'adagrad' (TFRS's tutorial), 'adam' or 'adamw'
-    learning_rate:float=0.1
-    weight_decay:float=0.0 # adamw only
-    temperature:float|None=None # Retrieval task options ...
-    logq:bool=False # correct the in-batch softmax by the candidates' sampling probability
-    remove_accidental_hits:bool=False
-    num_hard_negatives:int|None=None
+    epochs:int=13 # passes over the training examples
+    batch_size:int=2048 # training examples per step (each row's in-batch negatives are the others)
+    optimizer:str='adam' # 'adam', 'adamw' or 'adagrad' (TFRS's tutorial)
+    learning_rate:float=0.003 # learning rate
+    weight_decay:float=0.0 # AdamW's decoupled weight decay (adamw only)
+    temperature:float|None=None # divide the scores by this before the softmax (None: no scaling)
+    logq:bool=True # correct the in-batch softmax by the candidates' sampling probability
+    remove_accidental_hits:bool=False # mask the negatives that are the row's positive candidate
+    num_hard_negatives:int|None=None # keep only this many highest-scoring negatives per row (None: all)
     extra_negatives:int=0 # uniformly sampled corpus candidates added to each batch as negatives
     eval_every:int=5 # epochs between evaluations (and after the last)
-    ks:tuple=(1, 5, 10, 50, 100)
-    seed:int=0
+    ks:tuple[int, ...]=(1, 5, 10, 50, 100) # the k of the top-k accuracies
+    seed:int=0 # model initialisation, shuffles and extra negatives
     def __post_init__(self):
         self.layer_sizes, self.ks = tuple(int(s) for s in self.layer_sizes), tuple(int(k) for k in self.ks)
-        if self.optimizer not in ('adagrad', 'adam', 'adamw'): raise ValueError(f"optimizer must be adagrad, adam or adamw, not {self.optimizer!r}")
+        if self.optimizer not in RETRIEVAL_CHOICES['optimizer']: raise ValueError(f"optimizer must be adagrad, adam or adamw, not {self.optimizer!r}")
         for name in ('epochs', 'batch_size', 'eval_every', 'embedding_dim'):
             if int(getattr(self, name)) < (0 if name == 'epochs' else 1): raise ValueError(f'{name} must be positive, got {getattr(self, name)}')
+        if not self.layer_sizes or min(self.layer_sizes) < 1: raise ValueError(f'layer_sizes must be positive, got {self.layer_sizes}')
         if self.extra_negatives < 0: raise ValueError(f'extra_negatives must be >= 0, got {self.extra_negatives}')
-        self.task  # validates the task options
+        self.task, self.optax()  # validate the task and optimizer options
     @property
     def task(self) -> Retrieval: return Retrieval(self.temperature, self.remove_accidental_hits, self.num_hard_negatives)
     def optax(self) -> optax.GradientTransformation:
-        "The optimiser."
-        if self.optimizer == 'adagrad': return optax.adagrad(self.learning_rate, initial_accumulator_value=0.1, eps=1e-7)
-        if self.optimizer == 'adam': return optax.adam(self.learning_rate)
-        return optax.adamw(self.learning_rate, weight_decay=self.weight_decay)
+        "The optimizer: `make_optimizer` with this config's optimizer and learning rate (weight decay: AdamW only)."
+        return make_optimizer(self.optimizer, self.learning_rate, weight_decay=self.weight_decay if self.optimizer == 'adamw' else 0.0)
+
+RETRIEVAL_RECIPES = {   # named configurations; options change them field by field
+    'best': RetrievalConfig(),   # the defaults: Adam, logQ correction, two layers, 13 epochs (chosen on validation below)
+    'tfrs': RetrievalConfig(layer_sizes=(32,), epochs=300, optimizer='adagrad', learning_rate=0.1, logq=False),  # TFRS's tutorial
+}
 
 @dataclass
 class RetrievalResult:
@@ -642,12 +650,11 @@ def _is_movielens(d) -> bool:
     return Path(d).is_dir() and any((Path(d)/n).exists() for n in ('u.data', 'ratings.dat', 'ratings.csv'))
 
 def retrieval_data_from_args(args) -> RetrievalData:
-    "The `RetrievalData` named by `--movielens DIR`, `--data DIR` or `--train F --test F`."
+    "The `RetrievalData` named by `--movielens DIR`, `--data DIR` or `--train F --test F` (none: the synthetic `small` set)."
     if args.movielens and (args.data or args.train or args.test):
         raise SystemExit('error: give one of --movielens DIR, --data DIR or --train F --test F')
     ml = args.movielens or (args.data if args.data and _is_movielens(args.data) else None)
     if ml: return load_retrieval_data(ml, seed=args.split_seed)
-    if not (args.data or args.train): raise SystemExit('error: give --movielens DIR, --data DIR or --train F --test F')
     rd = data_from_args(args)
     train, test = rd.train, rd.test
     if len(test) == 0:
@@ -657,22 +664,18 @@ def retrieval_data_from_args(args) -> RetrievalData:
     cols = ['user_id', 'movie_id', 'rating', 'date']
     return retrieval_data(train[cols], test[cols], titles)
 
-def _layers(s:str) -> tuple:
-    try: sizes = tuple(int(x) for x in s.split(','))
-    except ValueError: raise argparse.ArgumentTypeError(f'expected comma-separated integers such as 64,32, got {s!r}')
-    if not sizes or min(sizes) < 1: raise argparse.ArgumentTypeError(f'layer sizes must be positive, got {s!r}')
-    return sizes
+def retrieval_config_from_args(args) -> RetrievalConfig:
+    "The `RetrievalConfig` of a `retrieval` command line: the options given, over `--recipe`, and one evaluation at the end."
+    base, opts = RETRIEVAL_RECIPES[args.recipe], given_options(args, RetrievalConfig)
+    return replace(base, **{**opts, 'eval_every': opts.get('eval_every') or max(opts.get('epochs', base.epochs), 1)})
 
 def _run_cli(args) -> dict:
     t0 = time.perf_counter()
+    try: cfg = retrieval_config_from_args(args)
+    except ValueError as e: raise SystemExit(f'recsys-nb retrieval: error: {e}') from None
     data = retrieval_data_from_args(args)
     print(f'[retrieval] {data}', file=sys.stderr, flush=True)
-    cfg = RetrievalConfig(layer_sizes=args.layers, embedding_dim=args.dim, epochs=args.epochs, batch_size=args.batch_size,
-                          optimizer=args.optimizer, learning_rate=args.lr, weight_decay=args.weight_decay,
-                          temperature=args.temperature, logq=args.logq, remove_accidental_hits=args.remove_accidental_hits,
-                          num_hard_negatives=args.hard_negatives, extra_negatives=args.extra_negatives,
-                          eval_every=args.eval_every or max(args.epochs, 1), seed=args.seed)
-    res = train_retrieval(cfg, data, progress=not args.quiet, checkpoint_dir=args.checkpoint)
+    res = train_retrieval(cfg, data, progress=args.progress, checkpoint_dir=args.checkpoint)
     out = {**{k: round(float(v), 6) for k, v in res.metrics.items()}, 'seconds': round(time.perf_counter() - t0, 2),
            'train_seconds': round(res.seconds, 2), 'train_cpu_seconds': round(res.info['cpu_seconds'], 2), 'train_examples': len(data.train['candidate']),
            'test_examples': len(data.test['candidate']), 'candidates': len(data.features.corpus),
@@ -681,32 +684,21 @@ def _run_cli(args) -> dict:
     return out
 
 def register_cli(sub):
-    "Add the `retrieval` command to the `recsys-nb` parser."
-    d = RetrievalConfig()
+    "Add the `retrieval` command to the `recsys-nb` parser: the data options and one option per `RetrievalConfig` field."
     p = sub.add_parser('retrieval', help='two-tower retrieval (TFRS style): train, print factorized top-k accuracy',
                        description='Train a two-tower retrieval model with the in-batch softmax Retrieval task and print '
                                    'its factorized top-k accuracy over the whole candidate corpus.')
-    add_data_args(p, default_size=None)
+    add_data_args(p, default_size='small')
     p.add_argument('--movielens', metavar='DIR', help='a MovieLens directory (u.data + u.item, ...): seeded random 80/20 split')
     p.add_argument('--split-seed', type=int, default=42, help='seed of the random train/test split (default 42)')
-    p.add_argument('--layers', type=_layers, default=(64, 32), help='dense layers of each tower (default 64,32)')
-    p.add_argument('--dim', type=int, default=d.embedding_dim, help=f'embedding width (default {d.embedding_dim})')
-    p.add_argument('--epochs', type=int, default=d.epochs, help=f'training epochs (default {d.epochs})')
-    p.add_argument('--batch-size', type=int, default=d.batch_size, help=f'batch size (default {d.batch_size})')
-    p.add_argument('--optimizer', choices=['adagrad', 'adam', 'adamw'], default=d.optimizer, help=f'default {d.optimizer}')
-    p.add_argument('--lr', type=float, default=d.learning_rate, help=f'learning rate (default {d.learning_rate})')
-    p.add_argument('--weight-decay', type=float, default=0.0, help='AdamW weight decay (default 0)')
-    p.add_argument('--temperature', type=float, default=None, help='divide the scores by this (default none)')
-    p.add_argument('--logq', action='store_true', help='sampling-probability (logQ) correction')
-    p.add_argument('--remove-accidental-hits', action='store_true', help='mask negatives that are the positive movie')
-    p.add_argument('--hard-negatives', type=int, default=None, metavar='K', help='keep only the K hardest negatives per query')
-    p.add_argument('--extra-negatives', type=int, default=0, metavar='M', help='M uniform corpus negatives per batch')
-    p.add_argument('--eval-every', type=int, default=0, metavar='N', help='evaluate every N epochs (default: only at the end)')
-    p.add_argument('--seed', type=int, default=0, help='model and shuffling seed (default 0)')
+    p.add_argument('--recipe', choices=list(RETRIEVAL_RECIPES), default='best',
+                   help="the configuration the options below change: 'best' (the defaults shown: Adam, logQ, 13 epochs) "
+                        "or 'tfrs' (TFRS's tutorial: Adagrad, one layer, 300 epochs)")
+    add_options(p.add_argument_group('RetrievalConfig'), RetrievalConfig, choices=RETRIEVAL_CHOICES,
+                defaults={'eval_every': 'only after the last epoch'})
     p.add_argument('--checkpoint', metavar='DIR', help='checkpoint directory: save as training goes, resume from it')
     p.add_argument('--index', metavar='FILE', help='save the brute-force index (.npz) of the trained model here')
-    p.add_argument('--quiet', action='store_true', help='no progress bar')
-    add_json_arg(p)
+    add_progress_arg(p); add_json_arg(p)
     p.set_defaults(func=_run_cli)
     return p
 

@@ -12,14 +12,15 @@ import numpy as np
 import pandas as pd
 
 from .data import DataError
+from .options import add_json_arg, add_options, add_progress_arg, add_synth_args, given_options
 from .train import fit, History, Checkpointer, check_same_settings, progress_bar
 
 # %% auto #0
 __all__ = ['SLICE_RE', 'PLAYLIST_FIELDS', 'TRACK_FIELDS', 'URI_FIELDS', 'THEMES', 'MPD_SYNTH_PRESETS', 'RECORD_FIELDS',
-           'LOSS_TERMS', 'OPTIMIZERS', 'MPDError', 'slice_range', 'slice_index', 'is_test_slice', 'slice_files',
-           'check_playlist', 'read_slice', 'iter_playlists', 'MPDSynthConfig', 'MPDCatalog', 'synth_catalog',
-           'synth_playlist', 'synth_mpd', 'PlaylistRecords', 'prepare_records', 'load_dicts', 'load_all_tracks',
-           'load_records', 'pairwise_mask', 'SpotifyModel', 'spotify_loss', 'SpotifyConfig', 'make_optimizer',
+           'LOSS_TERMS', 'OPTIMIZERS', 'SPOTIFY_CHOICES', 'MPDError', 'slice_range', 'slice_index', 'is_test_slice',
+           'slice_files', 'check_playlist', 'read_slice', 'iter_playlists', 'MPDSynthConfig', 'MPDCatalog',
+           'synth_catalog', 'synth_playlist', 'synth_mpd', 'PlaylistRecords', 'prepare_records', 'load_dicts',
+           'load_all_tracks', 'load_records', 'pairwise_mask', 'SpotifyModel', 'spotify_loss', 'SpotifyConfig',
            'BatchSampler', 'make_train_step', 'eval_batch_size', 'rank_corpus', 'model_scorer', 'popularity_scorer',
            'random_scorer', 'artist_recall_multicount', 'ranking_report', 'track_counts', 'evaluate_baselines',
            'SpotifyRun', 'train_spotify', 'ablation', 'config_from_args', 'register_cli']
@@ -507,6 +508,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from .optim import make_optimizer
 
 # %% ../nbs/10_spotify.ipynb #c067
 def pairwise_mask(mask # (..., n) bool: which members are real (not padding)
@@ -596,20 +598,20 @@ OPTIMIZERS = ('sgd', 'adam', 'rmsprop')
 @dataclass
 class SpotifyConfig:
     "Every setting of a Spotify run."
-    feature_size:int=32           # per table: a track vector has 2 * feature_size numbers
+    feature_size:int=32           # embedding size per table: a track vector has 2 × feature_size numbers
     max_albums:int=100_000        # album ids hashed modulo this
-    context_pool:str='max'        # 'max' (the book) or 'mean'
+    context_pool:str='max'        # affinity to the context: 'max' (the book) or 'mean'
     match_bonus:float=0.1         # affinity bonus for a shared album, and for a shared artist
     losses:tuple=LOSS_TERMS       # loss terms added up (see `spotify_loss`)
     margin:float=1.0              # triplet margin
     self_target:float=0.5         # self-affinity floor for context and next tracks
-    regularization:float=1.0      # norm cap
+    regularization:float=1.0      # norm cap: embedding norms above it are penalised
     n_negatives:int=64            # uniform random negatives per playlist
     max_next:int=64               # next tracks per playlist and step (a random subset when there are more)
     batch_size:int=32             # playlists per step
     optimizer:str='sgd'           # 'sgd' (momentum, the book), 'adam' or 'rmsprop'
-    learning_rate:float=0.01      # step size
-    momentum:float=0.98           # SGD momentum (the book's 0.98)
+    learning_rate:float=0.01      # learning rate
+    momentum:float=0.98           # SGD momentum (the book's 0.98; adam and rmsprop ignore it)
     steps:int=3000                # training steps
     log_every:int=100             # steps per history row
     eval_every:int=1000           # steps between evaluations on the test slices (0: only at the end)
@@ -628,11 +630,11 @@ class SpotifyConfig:
                 raise ValueError(f'{k} must be a positive integer, got {getattr(self, k)!r}')
         if self.eval_every < 0 or self.learning_rate <= 0: raise ValueError('eval_every must be >= 0 and learning_rate > 0')
 
-def make_optimizer(cfg:SpotifyConfig) -> optax.GradientTransformation:
-    "The optax transformation named by `cfg.optimizer`."
-    if cfg.optimizer == 'sgd': return optax.sgd(cfg.learning_rate, momentum=cfg.momentum)
-    if cfg.optimizer == 'adam': return optax.adam(cfg.learning_rate)
-    return optax.rmsprop(cfg.learning_rate)
+    def optax(self) -> optax.GradientTransformation:
+        "The optimizer: `make_optimizer` with this config's optimizer, learning rate and momentum."
+        return make_optimizer(self.optimizer, self.learning_rate, momentum=self.momentum)
+
+SPOTIFY_CHOICES = dict(optimizer=OPTIMIZERS, context_pool=('max', 'mean'), losses=LOSS_TERMS)   # the allowed values of the options
 
 # %% ../nbs/10_spotify.ipynb #c083
 class BatchSampler:
@@ -820,7 +822,7 @@ def train_spotify(prepared, # a directory written by `prepare_records`
     ca, cr = at.album.values.astype(np.int32), at.artist.values.astype(np.int32)
     model = SpotifyModel(rep['n_albums'], rep['n_artists'], cfg.feature_size, cfg.max_albums, cfg.context_pool,
                          cfg.match_bonus, rngs=nnx.Rngs(cfg.seed))
-    opt = nnx.Optimizer(model, make_optimizer(cfg), wrt=nnx.Param)
+    opt = nnx.Optimizer(model, cfg.optax(), wrt=nnx.Param)
     graphdef, state0 = nnx.split((model, opt))
     treedef = jax.tree.structure(state0)
     step = make_train_step(graphdef, cfg, ca, cr)
@@ -898,7 +900,8 @@ def _synth_cmd(args) -> dict:
             'megabytes': round(sum(f.stat().st_size for f in files) / 2**20, 1), 'seconds': round(time.time() - t0, 2)}
 
 def _prepare(args, out) -> dict:
-    rep = prepare_records(args.data, out, args.topk, args.min_next, progress=True, force=getattr(args, 'force', False))
+    rep = prepare_records(args.data, out, args.topk, args.min_next, progress=getattr(args, 'progress', True),
+                          force=getattr(args, 'force', False))
     return {k: v for k, v in rep.items() if k not in ('slices', 'signature')}
 
 def _prepare_cmd(args) -> dict:
@@ -907,13 +910,10 @@ def _prepare_cmd(args) -> dict:
     return {**rep, 'out': args.out, 'seconds': round(time.time() - t0, 2)}
 
 def config_from_args(args) -> SpotifyConfig:
-    "The `SpotifyConfig` of a `spotify train` command line."
-    losses = args.losses if args.losses else LOSS_TERMS
-    losses = tuple(t for t in losses if t not in (args.drop_loss or []))
-    return SpotifyConfig(steps=args.steps, optimizer=args.optimizer, learning_rate=args.lr, batch_size=args.batch_size,
-                         feature_size=args.feature_size, max_albums=args.max_albums, context_pool=args.context_pool,
-                         n_negatives=args.negatives, regularization=args.regularization, losses=losses, k=args.k,
-                         eval_every=args.eval_every, seed=args.seed, exclude_context=not args.include_context)
+    "The `SpotifyConfig` of a `spotify train` command line: the options given over the defaults, less `--drop-loss`."
+    opts = given_options(args, SpotifyConfig)
+    losses = tuple(t for t in opts.get('losses') or LOSS_TERMS if t not in (args.drop_loss or []))
+    return SpotifyConfig(**{**opts, 'losses': losses})
 
 def _train_cmd(args) -> dict:
     t0 = time.time()
@@ -922,7 +922,8 @@ def _train_cmd(args) -> dict:
     rep = _prepare(args, out/'prepared')
     try:
         cfg = config_from_args(args)
-        run = train_spotify(out/'prepared', cfg, workdir=out, baselines=not args.no_baselines, resume=not args.fresh)
+        run = train_spotify(out/'prepared', cfg, workdir=out, baselines=not args.no_baselines, progress=args.progress,
+                            resume=not args.fresh)
     except ValueError as e:
         if isinstance(e, DataError): raise
         raise SystemExit(f'recsys-nb: error: {e}') from None
@@ -938,7 +939,6 @@ def _add_prepare_args(p):
 
 def register_cli(sub):
     "Register `recsys-nb spotify synth|prepare|train`."
-    from recsys_nb.options import add_json_arg, add_synth_args
     p = sub.add_parser('spotify', help='Spotify Million Playlist next-track ranking',
                        description='Synthesise MPD slices, prepare training records, train and evaluate the playlist model.')
     ssub = p.add_subparsers(dest='spotify_command', metavar='{synth,prepare,train}', required=True)
@@ -953,22 +953,8 @@ def register_cli(sub):
     t = ssub.add_parser('train', help='train the album+artist model and evaluate it against the baselines')
     t.add_argument('--data', required=True, metavar='DIR', help='MPD folder, its data/ folder, a glob or a slice file')
     t.add_argument('--out', default='runs/spotify', metavar='DIR', help='prepared records, checkpoints, history and results (default runs/spotify)')
-    d = SpotifyConfig()
-    t.add_argument('--steps', type=int, default=d.steps, help=f'training steps (default {d.steps})')
-    t.add_argument('--optimizer', default=d.optimizer, choices=OPTIMIZERS, help='sgd (momentum 0.98, the book), adam or rmsprop')
-    t.add_argument('--lr', type=float, default=d.learning_rate, help=f'learning rate (default {d.learning_rate})')
-    t.add_argument('--batch-size', type=int, default=d.batch_size, help=f'playlists per step (default {d.batch_size})')
-    t.add_argument('--feature-size', type=int, default=d.feature_size, help=f'embedding size per table (default {d.feature_size})')
-    t.add_argument('--max-albums', type=int, default=d.max_albums, help=f'album hash size (default {d.max_albums})')
-    t.add_argument('--context-pool', default=d.context_pool, choices=['max', 'mean'], help='affinity to the context: max (the book) or mean')
-    t.add_argument('--negatives', type=int, default=d.n_negatives, help=f'random negatives per playlist (default {d.n_negatives})')
-    t.add_argument('--regularization', type=float, default=d.regularization, help=f'norm cap (default {d.regularization})')
-    t.add_argument('--losses', nargs='+', choices=LOSS_TERMS, metavar='TERM', help=f'loss terms to use (default all: {" ".join(LOSS_TERMS)})')
+    add_options(t.add_argument_group('SpotifyConfig'), SpotifyConfig, choices=SPOTIFY_CHOICES)
     t.add_argument('--drop-loss', action='append', choices=LOSS_TERMS, metavar='TERM', help='remove a loss term (repeatable)')
-    t.add_argument('--k', type=int, default=d.k, help='ranked list length (default 500)')
-    t.add_argument('--eval-every', type=int, default=d.eval_every, help=f'steps between test evaluations (default {d.eval_every}; 0: at the end)')
-    t.add_argument('--seed', type=int, default=d.seed, help='random seed')
-    t.add_argument('--include-context', action='store_true', help='allow recommending the context tracks themselves')
     t.add_argument('--no-baselines', action='store_true', help='skip the popularity and random baselines')
     t.add_argument('--fresh', action='store_true', help='ignore (delete) checkpoints in --out instead of resuming')
-    _add_prepare_args(t); add_json_arg(t); t.set_defaults(func=_train_cmd)
+    _add_prepare_args(t); add_progress_arg(t); add_json_arg(t); t.set_defaults(func=_train_cmd)

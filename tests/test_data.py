@@ -115,7 +115,7 @@ def test_cli_synth_and_check_json(tmp_path):
     r = cli('data', 'synth', 'netflix', '--size', 'tiny', '--out', tmp_path / 'x', '--seed', 1)
     assert r.returncode == 0, r.stderr
     r = cli('data', 'check', tmp_path / 'x', '--json')
-    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out = json.loads(r.stdout)
     assert (out['users'], out['movies'], out['train_ratings'], out['test_ratings']) == (300, 200, 9600, 2400)
 
 
@@ -128,7 +128,7 @@ def test_formats_detected(tmp_path):
     r = read_ratings(tmp_path / 'ratings.csv', rating_scale=(0.5, 5))
     assert r.rating.tolist() == [4.5] and str(r.date[0]) == '2000-12-31 22:12:40'
     r = cli('data', 'check', tmp_path / 'ml', '--json')
-    assert json.loads(r.stdout.strip().splitlines()[-1])['train_ratings'] == 6000
+    assert json.loads(r.stdout)['train_ratings'] == 6000
 
 
 @needs_shared('ml-100k')

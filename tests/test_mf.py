@@ -173,7 +173,7 @@ def test_two_devices_match_one():
     env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2', 'JAX_PLATFORMS': 'cpu'}
     res = subprocess.run([sys.executable, '-c', MULTI], env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
-    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out = json.loads(res.stdout)
     assert out['devices'] == 2
     for name in ('full', 'minibatch', 'chunked'):
         rel_loss, max_param_diff, t1, t2 = out[name]
@@ -192,7 +192,7 @@ def test_cli_json(backend, mode):
                '--k', '4', '--max-epochs', '6', '--no-progress', '--json', '--history', str(hist)]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
         assert res.returncode == 0, res.stderr[-3000:]
-        out = json.loads(res.stdout.strip().splitlines()[-1])
+        out = json.loads(res.stdout)
         assert {'train_rmse', 'test_rmse', 'epochs', 'seconds', 'seconds_per_epoch'} <= set(out)
         assert out['backend'] == backend and out['mode'] == mode and out['epochs'] == 6
         assert out['config']['k'] == 4 and len(hist.read_text().splitlines()) == 7

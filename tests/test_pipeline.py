@@ -10,12 +10,12 @@ def _run(out, timeout=900):
            '--out', str(out), '--no-progress', '--json']
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     assert p.returncode == 0, p.stderr[-4000:]
-    return p.stdout, json.loads(p.stdout.strip().splitlines()[-1])
+    return p.stderr, json.loads(p.stdout)            # stdout: the JSON object alone
 
 
 def test_run_twice(tmp_path):
     out = tmp_path / 'run'
-    stdout, res = _run(out)
+    stderr, res = _run(out)
     assert (out / 'report.html').stat().st_size > 1_000_000          # plotly.js is inlined
     page = (out / 'report.html').read_text(encoding='utf-8')
     assert 'UserCF vs matrix factorisation' in page and 'pros and cons, checked' in page
@@ -27,7 +27,7 @@ def test_run_twice(tmp_path):
     assert full['analysis']['conclusions']                                           # written from the run's numbers
     assert full['tune']['n_complete'] + full['tune']['n_pruned'] == 4
     assert {r['model'] for r in full['compare']['table']} >= {'UserCF', 'MF (JAX)', 'MF (PyTorch)'}
-    assert 'UserCF' in stdout.split('\n{')[0]                        # the results table is printed before the JSON
+    assert 'UserCF' in stderr                                        # the results table goes to stderr with --json
     _, res2 = _run(out)                                              # second invocation: the study is resumed
     full2 = json.loads((out / 'results.json').read_text())
     assert full2['tune']['ran'] == {'complete': 0, 'pruned': 0, 'fail': 0}

@@ -128,11 +128,11 @@ def _run_cli(args):
     return subprocess.run(cmd + args, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
 
 
-def test_cli_json_last_line(tmp_path):
+def test_cli_json(tmp_path):
     d = synth_movielens(tmp_path/'ml', 'tiny', seed=0)
-    out = _run_cli(['--movielens', str(d), '--layers', '8', '--dim', '8', '--epochs', '1', '--batch-size', '512', '--quiet', '--json'])
+    out = _run_cli(['--movielens', str(d), '--layer-sizes', '8', '--embedding-dim', '8', '--epochs', '1', '--batch-size', '512', '--no-progress', '--json'])
     assert out.returncode == 0, out.stderr
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = json.loads(out.stdout)
     for k in (1, 5, 10, 50, 100): assert 0 <= res[f'top_{k}_accuracy'] <= 1
     assert res['seconds'] > 0 and res['config']['layer_sizes'] == [8]
 
@@ -142,10 +142,10 @@ def test_cli_train_test_files(tmp_path):
     d = synth_movielens(tmp_path/'ml', 'tiny', seed=0)
     lines = (d/'u.data').read_text().splitlines()
     (d/'train.data').write_text('\n'.join(lines[:5000]) + '\n'); (d/'test.data').write_text('\n'.join(lines[5000:]) + '\n')
-    out = _run_cli(['--train', str(d/'train.data'), '--test', str(d/'test.data'), '--layers', '8', '--dim', '8',
-                    '--epochs', '1', '--batch-size', '512', '--quiet', '--json'])
+    out = _run_cli(['--train', str(d/'train.data'), '--test', str(d/'test.data'), '--layer-sizes', '8', '--embedding-dim', '8',
+                    '--epochs', '1', '--batch-size', '512', '--no-progress', '--json'])
     assert out.returncode == 0, out.stderr
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = json.loads(out.stdout)
     assert res['test_examples'] == len(lines) - 5000 and res['candidates'] == len((d/'u.item').read_bytes().splitlines())
 
 

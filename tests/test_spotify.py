@@ -205,12 +205,12 @@ def test_same_seed_same_numbers(prepared):
 def test_cli_synth_and_train(tmp_path):
     r = cli('spotify', 'synth', '--out', tmp_path / 'mpd', '--preset', 'tiny', '--json')
     assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out = json.loads(r.stdout)
     assert out['slices'] == 10 and out['test_slices'] == ['mpd.slice.360-399.json']
     r = cli('spotify', 'train', '--data', tmp_path / 'mpd', '--out', tmp_path / 'run', '--steps', '30',
             '--eval-every', '0', '--drop-loss', 'norm_cap', '--optimizer', 'adam', '--json')
     assert r.returncode == 0, r.stderr
-    res = json.loads(r.stdout.strip().splitlines()[-1])
+    res = json.loads(r.stdout)
     for k in ('track_recall_at_500', 'artist_recall_at_500', 'ndcg', 'r_precision', 'clicks'):
         assert k in res and f'popularity_{k}' in res
         if k != 'clicks': assert 0 <= res[k] <= 1 and 0 <= res[f'popularity_{k}'] <= 1
@@ -232,11 +232,11 @@ def test_step_compiles_once(prepared):
     "Padding and masks keep every batch the same shape: the jitted step is traced once."
     import jax
     from flax import nnx
-    from recsys_nb.spotify import BatchSampler, SpotifyModel, make_optimizer, make_train_step
+    from recsys_nb.spotify import BatchSampler, SpotifyModel, make_train_step
     rep = json.loads((prepared / 'prepare.json').read_text())
     cfg = SpotifyConfig(feature_size=8, batch_size=8, max_next=16)
     model = SpotifyModel(rep['n_albums'], rep['n_artists'], cfg.feature_size, rngs=nnx.Rngs(0))
-    graphdef, state = nnx.split((model, nnx.Optimizer(model, make_optimizer(cfg), wrt=nnx.Param)))
+    graphdef, state = nnx.split((model, nnx.Optimizer(model, cfg.optax(), wrt=nnx.Param)))
     at = load_all_tracks(prepared)
     step = make_train_step(graphdef, cfg, at.album.values, at.artist.values)
     sampler = BatchSampler(load_records(prepared, 'train'), cfg.batch_size, cfg.max_next)
@@ -251,6 +251,6 @@ def test_step_compiles_once(prepared):
 def test_cli_refuses_to_mix_runs(tmp_path, tiny):
     args = ('spotify', 'train', '--data', tiny, '--out', tmp_path, '--steps', '10', '--eval-every', '0', '--no-baselines')
     assert cli(*args).returncode == 0
-    r = cli(*args, '--lr', '0.5')
+    r = cli(*args, '--learning-rate', '0.5')
     assert r.returncode == 1 and 'other settings or data (learning_rate)' in r.stderr and 'Traceback' not in r.stderr
-    assert cli(*args, '--lr', '0.5', '--fresh').returncode == 0
+    assert cli(*args, '--learning-rate', '0.5', '--fresh').returncode == 0

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from recsys_nb.data import DataError
-from recsys_nb.stl import (Batches, crop_or_pad, find_images, load_image, load_stl, make_triplets, read_catalog,
-                           read_pairs, synth_stl, write_pairs, _digest)
+from recsys_nb.stl_data import find_images, load_stl, read_catalog, read_pairs, write_pairs
+from recsys_nb.stl_synth import synth_stl, _digest
+from recsys_nb.stl_model import Batches, crop_or_pad, load_image, make_triplets
 
 REAL_CATALOG = Path(__file__).parents[2] / 'shared/data/stl/fashion-cat.json'
 A, B, C = 'a' * 32, 'b' * 32, 'c' * 32
@@ -152,7 +153,7 @@ def test_batches_shapes_order_and_resume(tiny):
 
 def test_augment_keeps_shape_range_and_is_seeded():
     from hypothesis import given, settings, strategies as st
-    from recsys_nb.stl import augment_images
+    from recsys_nb.stl_model import augment_images
 
     @settings(max_examples=25, deadline=None)
     @given(st.integers(0, 2**31), st.integers(1, 5), st.integers(0, 6), st.floats(0, 0.5))
@@ -167,7 +168,8 @@ def test_augment_keeps_shape_range_and_is_seeded():
 
 
 def test_augmentation_is_seeded_resumable_and_off_in_evaluation(tiny):
-    from recsys_nb.stl import STL_CONFIGS, embed_images, train_stl
+    from recsys_nb.stl import train_stl
+    from recsys_nb.stl_model import STL_CONFIGS, embed_images
     paths = sorted((tiny / 'images').iterdir())[:9]
     aug = dict(flip=True, shift=3, brightness=0.2)
     with Batches(paths, batch_size=4, size=32, seed=3, augment=aug) as b: got = [next(b) for _ in range(3)]
@@ -184,7 +186,8 @@ def test_augmentation_is_seeded_resumable_and_off_in_evaluation(tiny):
 
 
 def test_softmax_loss_weight_average_and_decay_train_and_resume(tiny, tmp_path):
-    from recsys_nb.stl import STL_CONFIGS, train_stl
+    from recsys_nb.stl import train_stl
+    from recsys_nb.stl_model import STL_CONFIGS
     d = load_stl(tiny)
     cfg = STL_CONFIGS['tiny'].replace(steps=10, log_every=5, eval_every=5, checkpoint_every=5, in_batch=True,
                                       temperature=0.1, ema=0.9, weight_decay=0.1)
@@ -209,19 +212,21 @@ def test_triplets_split_and_seed(tiny):
 
 
 def test_test_triplets_do_not_depend_on_training_settings(tiny):
-    from recsys_nb.stl import STL_CONFIGS, train_stl
+    from recsys_nb.stl import train_stl
+    from recsys_nb.stl_model import STL_CONFIGS
     d = load_stl(tiny)
     cfg = STL_CONFIGS['tiny'].replace(steps=5, log_every=5, eval_every=5)
     a = train_stl(d, cfg, progress=False)
     b = train_stl(d, cfg, progress=False, num_neg=1, in_batch=True, negatives='catalog', normalize=True)
     assert a.test_triplets.equals(b.test_triplets) and len(b.train_triplets) * 2 == len(a.train_triplets)
-    from recsys_nb.stl import embed_images
+    from recsys_nb.stl_model import embed_images
     e = embed_images(b.model, [d.image(p) for p in d.products[:5]], 'product', size=32)
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1, rtol=1e-4)
 
 
 def test_in_batch_mask_uses_training_pairs_only(tiny):
-    from recsys_nb.stl import _in_batch_masker, split_pairs
+    from recsys_nb.stl import _in_batch_masker
+    from recsys_nb.stl_eval import split_pairs
     d = load_stl(tiny)
     tr, _ = make_triplets(d.pairs, 2, seed=0)
     idx = np.arange(len(tr))
@@ -261,7 +266,7 @@ def test_cli_end_to_end(tmp_path):
     d = tmp_path / 'data'
     r = cli('synth', '--out', d, '--preset', 'tiny', '--json')
     assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out = json.loads(r.stdout)
     assert out['valid_pairs'] > 0 and (d / 'fashion.json').exists()
     r = cli('random', '--data', d, '--out', tmp_path / 'random.html', '--n', '5', '--json')
     assert r.returncode == 0, r.stderr
@@ -269,7 +274,7 @@ def test_cli_end_to_end(tmp_path):
     r = cli('train', '--data', d, '--config', 'tiny', '--steps', '10', '--image-size', '32', '--workdir',
             tmp_path / 'run', '--no-progress', '--json')
     assert r.returncode == 0, r.stderr
-    res = json.loads(r.stdout.strip().splitlines()[-1])
+    res = json.loads(r.stdout)
     for k in ('test_auc', 'hr_at_10', 'random_hr_at_10', 'popular_hr_at_10', 'recall_at_10', 'coverage_at_10', 'gini_at_10'):
         assert k in res
     assert res['steps'] == 10 and (tmp_path / 'run' / 'model.msgpack').exists()

@@ -32,7 +32,7 @@ def _env():
 def _run(cmd, timeout=600) -> dict:
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env())
     assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout)
 
 
 def _study(storage, name='mf'):
@@ -98,7 +98,7 @@ def test_two_commands_on_one_study(tiny, tmp_path):
           for _ in range(2)]
     streams = [p.communicate(timeout=600) for p in ps]
     assert all(p.returncode == 0 for p in ps), [e[-2000:] for _, e in streams]
-    outs = [json.loads(o.strip().splitlines()[-1]) for o, _ in streams]
+    outs = [json.loads(o) for o, _ in streams]
     c = _counts(storage)
     assert 9 <= c['finished'] <= 10 and c['running'] == 0
     assert 1 + sum(o['ran']['complete'] + o['ran']['pruned'] for o in outs) == c['finished']

@@ -156,7 +156,7 @@ def test_evaluate_and_cli(tmp_path):
     out = subprocess.run([sys.executable, '-m', 'recsys_nb.cli', 'usercf', '--data', str(d), '--sim', 'msd', '--k', '20',
                           '--json'], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert out.returncode == 0, out.stderr
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    got = json.loads(out.stdout)
     assert got['test_rmse'] == pytest.approx(res['test_rmse'], abs=1e-9)
 
 def test_threaded_gather_and_sparse_tail_agree_with_reference(monkeypatch):
