@@ -112,7 +112,16 @@ def main(argv:list[str]|None=None) -> int:
             result = args.func(args)
     except DataError as e:
         print(f'recsys-nb: error: {e}', file=sys.stderr); return 2
+    except SystemExit as e:          # a command's own one-line error (`raise SystemExit('recsys-nb x: error: ...')`)
+        if not isinstance(e.code, str): raise
+        print(e.code, file=sys.stderr); return 2
+    except OSError as e:            # a file that is a directory, unreadable, a read-only or full disk: say which, in one line
+        print(f'recsys-nb: error: {e.filename}: {e.strerror}' if e.filename else f'recsys-nb: error: {e}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print('recsys-nb: interrupted', file=sys.stderr); return 130
     emit(result, as_json=as_json)
-    return 0
+    interrupted = isinstance(result, dict) and result.get('stopped') == 'interrupted'   # saved, then stopped by Ctrl-C
+    return 130 if interrupted else 0
 
 if __name__ == '__main__' and Path(sys.argv[0]).stem == 'cli': sys.exit(main())  # `python -m recsys_nb.cli`, not a notebook kernel

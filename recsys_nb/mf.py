@@ -446,16 +446,19 @@ def evaluate_mf(data, # a `RatingData` (train/test), or a DataFrame of ratings
 
 # %% ../nbs/03_mf.ipynb #c058
 def _mf_command(args) -> dict:
-    from recsys_nb.options import data_from_args
+    from recsys_nb.options import data_from_args, output_path
+    from recsys_nb.train import atomic_write
     options = given_options(args, MFConfig, exclude=('mode',))
+    history = output_path(args.history, '--history') if args.history else None    # before the work, not after
     try: mf_config(args.mode, **options)
     except (ValueError, TypeError) as e: raise SystemExit(f'recsys-nb mf: error: {e}')
     data = data_from_args(args)
     print(f'[mf] {args.backend} {args.mode} on {data!r}', file=sys.stderr, flush=True)
     out = evaluate_mf(data, args.backend, args.mode, **{'progress': True, **options})
     hist = out.pop('history')
-    if args.history:
-        pd.DataFrame(hist).to_csv(args.history, index=False); out['history_csv'] = args.history
+    if history:
+        csv = pd.DataFrame(hist).to_csv(index=False).encode()
+        atomic_write(history, lambda f: f.write(csv)); out['history_csv'] = str(history)
     out['config'] = {k: v for k, v in out['config'].items() if k not in ('progress',)}
     return out
 

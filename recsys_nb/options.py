@@ -4,11 +4,11 @@
 
 # %% ../nbs/01c_options.ipynb #c003
 from __future__ import annotations
-import argparse, dataclasses, inspect, io, textwrap, tokenize, types, typing
+import argparse, dataclasses, inspect, io, os, textwrap, tokenize, types, typing
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['settings', 'field_docs', 'add_options', 'given_options', 'jsonable', 'add_data_args', 'add_json_arg',
+__all__ = ['settings', 'field_docs', 'add_options', 'given_options', 'jsonable', 'add_data_args', 'output_path', 'add_json_arg',
            'add_progress_arg', 'add_synth_args', 'data_from_args']
 
 # %% ../nbs/01c_options.ipynb #c006
@@ -100,6 +100,17 @@ def add_data_args(p, default_size:str|None='small'):
     g.add_argument('--train', metavar='FILE', help='a ratings file in any supported format (Netflix, MovieLens u.data / ratings.dat / ratings.csv)')
     g.add_argument('--test', metavar='FILE', help='the test ratings file that goes with --train')
     p.set_defaults(_default_size=default_size)
+    return p
+
+def output_path(path, # a file a command will write
+                what:str='output file', # what it is, for the message (e.g. the option's name)
+               ) -> Path:
+    "`path`, its directory created now, so that a path that cannot be written fails before the work, in one line."
+    p = Path(path)
+    if p.is_dir(): raise SystemExit(f'recsys-nb: error: {what} {p} is a directory, not a file')
+    try: p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise SystemExit(f'recsys-nb: error: {what} {p}: cannot create its directory ({e.strerror})')
+    if not os.access(p.parent, os.W_OK): raise SystemExit(f'recsys-nb: error: {what} {p}: its directory is not writable')
     return p
 
 def add_json_arg(p):

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 import pandas as pd
 from .options import add_options, given_options, jsonable
+from .train import atomic_write
 from .report import (measure, model_row, comparison_table, fit_predict_usercf, fit_predict_mf, with_new_users,
                               accuracy_by_activity, check_claims, html_page, plot_comparison, plot_activity)
 
@@ -229,13 +230,20 @@ def report_stage(cfg:RunConfig, st:RunState) -> dict:
     "Stage `report`: write OUT/report.html (self-contained) and print the results table."
     out = Path(cfg.out); out.mkdir(parents=True, exist_ok=True)
     path = out/'report.html'
-    path.write_text(html_page(f'recsys_nb run — {Path(st.data.source).name or st.data.source}', report_blocks(st)), encoding='utf-8')
+    page = html_page(f'recsys_nb run — {Path(st.data.source).name or st.data.source}', report_blocks(st)).encode('utf-8')
+    atomic_write(path, lambda f: f.write(page))
     print(results_table(st), flush=True)
     return {'report': str(path), 'bytes': path.stat().st_size}
 
 # %% ../nbs/07_pipeline.ipynb #c016
 STAGES = [data_stage, usercf_stage, mf_stage, tune_stage, analysis_stage, compare_stage, report_stage]
 STAGE_NAMES = [fn.__name__.removesuffix('_stage') for fn in STAGES]
+
+def _read_results(path:Path) -> dict:
+    "The results.json of an earlier run, or a one-line error saying what is wrong with it."
+    try: return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SystemExit(f'recsys-nb run: error: {path} is not a results file ({e}); remove it or choose another --out')
 
 def run_pipeline(cfg:RunConfig, # the run's settings
                  state:RunState|None=None, # what earlier stages computed (default: a new, empty state)
@@ -250,7 +258,7 @@ def run_pipeline(cfg:RunConfig, # the run's settings
         _log(f'loading data ({cfg.data or cfg.train or "built-in " + cfg.size + " synthetic dataset"})')
         st.data = load_data(cfg)
     path = out/'results.json'
-    earlier = json.loads(path.read_text()) if cfg.stages and path.exists() else {}   # only some stages: keep the rest
+    earlier = _read_results(path) if cfg.stages and path.exists() else {}   # only some stages: keep the rest
     earlier.pop('seconds', None)
     results = {}
     for name, stage in zip(STAGE_NAMES, STAGES):
@@ -258,7 +266,8 @@ def run_pipeline(cfg:RunConfig, # the run's settings
         _log(f'stage {name} ({time.time() - t0:.0f} s)')
         ts = time.time()
         results[name] = jsonable({**stage(cfg, st), 'stage_seconds': round(time.time() - ts, 2)})   # JSON values only
-        path.write_text(json.dumps({**earlier, **results, 'seconds': round(time.time() - t0, 2)}, indent=1))
+        text = json.dumps({**earlier, **results, 'seconds': round(time.time() - t0, 2)}, indent=1).encode()
+        atomic_write(path, lambda f: f.write(text))                        # never a half-written file
     results['seconds'] = round(time.time() - t0, 2)
     _log(f'done in {time.time() - t0:.0f} s: {out}')
     return results, st
