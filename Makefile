@@ -18,7 +18,7 @@ PIP_LINES := 2> >(grep -v -E '^WARNING: (Location|Retrying)|Could not fetch URL'
 STAMP := $(VENV)/.installed
 export PIP_NO_WARN_SCRIPT_LOCATION=1
 
-.PHONY: setup run test check-sync proc-check nbtest pytest export docs docs-deps readme screenshots bench clean
+.PHONY: setup run test check-sync proc-check nbtest pytest gpu-check export docs docs-deps readme screenshots bench clean
 
 setup: $(STAMP)
 
@@ -93,3 +93,13 @@ screenshots: docs
 
 clean:
 	rm -rf _docs _book _proc build dist *.egg-info
+
+# ---- the GPU check (scripts/gpu_check.py) -------------------------------------------------------------------------
+# On a machine with an NVIDIA GPU: about 8 minutes of figures in build/gpu-check.json (UserCF and MF on the GPU in both
+# frameworks, the Prize-shape MF epoch, Shop the Look at 512 x 512, the `#| gpu` cells). Without one: a dry run naming
+# what it would measure. A bare GPU machine has PyTorch, JAX, Flax, Optax, NumPy and pandas but not the pure-Python
+# rest: `scripts/gpu_wheels.sh`, run beforehand where PyPI is reachable, puts it in .whl/, installed here first.
+gpu-check:
+	@if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpu-site .whl/*.whl; fi; \
+	PY=$$( [ -x $(BIN)/python ] && echo $(BIN)/python || echo python3 ); \
+	PATH="/tmp/gpu-site/bin:$(abspath $(BIN)):$$PATH" PYTHONPATH="/tmp/gpu-site:$$PYTHONPATH" $$PY scripts/gpu_check.py $(ARGS)
