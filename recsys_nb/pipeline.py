@@ -174,7 +174,7 @@ def results_table(st:RunState) -> str:
     "The run's results as text: the comparison table, the best trial and the conclusions."
     lines = []
     if st.table is not None:
-        t = st.table[['train_rmse', 'test_rmse', 'test_mae', 'fit_s', 'predict_s', 'peak_mb', 'parameters']]
+        t = st.table[['train_rmse', 'test_rmse', 'test_mae', 'fit_s', 'predict_s', 'warmup_s', 'peak_mb', 'parameters']]
         lines.append(t.to_string(float_format=lambda v: f'{v:.4f}' if abs(v) < 10 else f'{v:,.0f}'))
     if st.study is not None:
         from recsys_nb.tuning import study_summary

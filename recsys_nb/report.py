@@ -13,8 +13,8 @@ from .usercf import train_sample_index
 
 # %% auto #0
 __all__ = ['ACTIVITY_EDGES', 'PRELOAD', 'run_measured', 'activity_labels', 'user_activity', 'activity_buckets',
-           'accuracy_by_activity', 'with_new_users', 'html_page', 'fit_predict_usercf', 'fit_predict_mf', 'measure',
-           'model_row', 'comparison_table', 'plot_comparison', 'plot_activity', 'check_claims']
+           'accuracy_by_activity', 'with_new_users', 'html_page', 'warm_up', 'fit_predict_usercf', 'fit_predict_mf',
+           'measure', 'model_row', 'comparison_table', 'plot_comparison', 'plot_activity', 'check_claims']
 
 # %% ../nbs/06_compare.ipynb #c007
 def _proc_status_kb(key:str) -> int|None:
@@ -176,6 +176,16 @@ def html_page(title:str, # page title (also the h1)
             f'<body><h1>{esc(title)}</h1>' + '\n'.join(parts) + '</body></html>')
 
 # %% ../nbs/06_compare.ipynb #c019
+def warm_up(make, # make() -> an unfitted estimator like the one to time
+            data, # a RatingData
+            n:int=2_000, # training ratings of the small fit
+           ) -> float:
+    "Fit and predict once on a small slice, outside the clock (Numba compiles or loads its kernels on first use); seconds."
+    t0 = time.perf_counter()
+    part = data.train.iloc[:n]
+    make().fit(part[['user_id', 'movie_id', 'rating']]).predict(part['user_id'][:10], part['movie_id'][:10])
+    return time.perf_counter() - t0
+
 def fit_predict_usercf(data, # a RatingData
                        options:dict|None=None, # `UserCF` options over its defaults (those of `recsys-nb usercf`)
                        train_sample:int|None=200_000, # train ratings scored for the train RMSE
@@ -183,6 +193,7 @@ def fit_predict_usercf(data, # a RatingData
     "Fit UserCF on `data.train`; predictions of the test set and a train sample, times, size."
     from recsys_nb.usercf import UserCF
     opts = dict(options or {})
+    warm = warm_up(lambda: UserCF(**opts), data)
     t0 = time.perf_counter()
     model = UserCF(**opts).fit(data)
     t1 = time.perf_counter()
@@ -194,7 +205,7 @@ def fit_predict_usercf(data, # a RatingData
     pred_train = model.predict_pairs(tu[idx], tm[idx])
     S = getattr(model, 'S', None)
     return {'model': 'UserCF', 'options': model.get_params(), 'pred_test': pred_test, 'pred_train': pred_train,
-            'train_idx': idx, 'fit_s': t1 - t0, 'predict_s': t2 - t1,
+            'train_idx': idx, 'fit_s': t1 - t0, 'predict_s': t2 - t1, 'warmup_s': warm,
             'size': {'similarity': int(np.prod(S.shape)) if S is not None else 0, 'ratings': int(len(data.train)),
                      'means': int(data.n_users)},
             'fallbacks': dict(model.fallbacks_)}
@@ -206,6 +217,7 @@ def fit_predict_mf(data, # a RatingData
                   ) -> dict:
     "Train `MF` on `data.train`; predictions of the test set and a train sample, times, size."
     from recsys_nb.mf import MF
+    warm = warm_up(lambda: MF(backend=backend, **{**(options or {}), 'max_epochs': 2, 'progress': False}), data)
     t0 = time.perf_counter()
     model = MF(backend=backend, **(options or {})).fit(data)
     t1 = time.perf_counter()
@@ -218,6 +230,7 @@ def fit_predict_mf(data, # a RatingData
     run = model.run_
     return {'model': f'MF ({ {"jax": "JAX", "torch": "PyTorch"}[backend] })', 'options': asdict(model.config),
             'pred_test': pred_test, 'pred_train': pred_train, 'train_idx': idx, 'fit_s': t1 - t0, 'predict_s': t2 - t1,
+            'warmup_s': warm,
             'size': {k: int(np.size(v)) for k, v in model.factors_.items()},
             'epochs': int(len(run.history)), 'stopped': run.info.get('stopped'), 'history': run.history}
 
@@ -245,7 +258,7 @@ def model_row(data, r:dict) -> dict:
     y_train = data.train['rating'].to_numpy(np.float64)[r['train_idx']]
     return {'model': r['model'], 'train_rmse': rmse(r['pred_train'], y_train), 'test_rmse': rmse(r['pred_test'], y_test),
             'train_mae': mae(r['pred_train'], y_train), 'test_mae': mae(r['pred_test'], y_test),
-            'fit_s': r['fit_s'], 'predict_s': r['predict_s'], 'peak_mb': r['peak_mb'],
+            'fit_s': r['fit_s'], 'predict_s': r['predict_s'], 'warmup_s': r.get('warmup_s'), 'peak_mb': r['peak_mb'],
             'stored_numbers': int(sum(r['size'].values())),
             'parameters': int(sum(v for k, v in r['size'].items() if k not in ('ratings', 'means'))) if r['model'] == 'UserCF'
                           else int(sum(r['size'].values()))}
