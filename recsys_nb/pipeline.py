@@ -17,7 +17,8 @@ from .report import (measure, model_row, comparison_table, fit_predict_usercf, f
 # %% auto #0
 __all__ = ['STAGES', 'STAGE_NAMES', 'RunConfig', 'RunState', 'load_data', 'measured', 'data_stage', 'usercf_stage', 'mf_stage',
            'storage_of', 'first_trials', 'tune_stage', 'study_of', 'analysis_stage', 'tuned_options', 'compare_stage',
-           'results_table', 'report_blocks', 'report_stage', 'run_pipeline', 'run_summary', 'register_cli']
+           'results_table', 'key_values', 'report_blocks', 'report_stage', 'run_pipeline', 'run_summary',
+           'register_cli']
 
 # %% ../nbs/07_pipeline.ipynb #c006
 @dataclass
@@ -187,11 +188,19 @@ def results_table(st:RunState) -> str:
     if st.analysis: lines += ['', *('- ' + c for c in st.analysis['conclusions'])]
     return '\n'.join(lines)
 
+def key_values(d:dict) -> pd.DataFrame:
+    "A dict as a two-column table a reader scans (nested dicts as `k=v` pairs, lists joined), instead of a JSON dump."
+    def fmt(v):
+        if isinstance(v, dict): return ', '.join(f'{k}={x:.4g}' if isinstance(x, float) else f'{k}={x}' for k, x in v.items()) or '–'
+        if isinstance(v, (list, tuple)): return ', '.join(map(str, v)) or '–'
+        return '–' if v is None else f'{v:.4g}' if isinstance(v, float) else v
+    return pd.DataFrame({'value': [fmt(v) for v in d.values()]}, index=[str(k).replace('_', ' ') for k in d])
+
 def report_blocks(st:RunState) -> list:
     "The blocks of the report page (see `html_page`) from what the stages computed."
     from recsys_nb import stats as S, tuning as T
     data = st.data
-    b = [('p', f"Data: {data!r}."), ('pre', json.dumps(data.summary(), indent=1, default=str))]
+    b = [('p', f"Data: {data!r}."), ('kv', key_values(data.summary()))]
     if st.table is not None:
         b += [('h2', 'UserCF vs matrix factorisation'),
               ('p', 'Train RMSE of UserCF leaves each user out of their own neighbourhood. UserCF and MF are the '
@@ -211,7 +220,7 @@ def report_blocks(st:RunState) -> list:
         b += [('h2', "The course's pros and cons, checked"), ('text', st.claims.set_index('method'))]
     if st.study is not None:
         s = T.study_summary(st.study)
-        b += [('h2', 'The search'), ('pre', json.dumps({k: s.get(k) for k in ('n_complete', 'n_pruned', 'n_fail', 'best_value', 'best_params', 'at_edge')}, indent=1, default=str))]
+        b += [('h2', 'The search'), ('kv', key_values({k: s.get(k) for k in ('n_complete', 'n_pruned', 'n_fail', 'best_value', 'best_params', 'at_edge')}))]
         for name in ('history', 'intermediate', 'importances'):
             b.append(('fig', (st.search_figs or {}).get(name)))
     a = st.analysis
@@ -221,7 +230,7 @@ def report_blocks(st:RunState) -> list:
               ('fig', S.plot_by_group(df, 'test_rmse', 'k')), ('fig', S.plot_distributions(df, 'test_rmse', 'k')),
               ('h3', 'Per k'), ('table', a['summary']), ('h3', 'Normality'), ('table', a['normality'])]
         if len(a['anova']): b += [('h3', 'One-way ANOVA'), ('table', a['anova'])]
-        if a['kruskal']: b += [('h3', 'Kruskal–Wallis'), ('pre', json.dumps(a['kruskal'], indent=1))]
+        if a['kruskal']: b += [('h3', 'Kruskal–Wallis'), ('kv', key_values(a['kruskal']))]
         if len(a['dunn']): b += [("h3", "Dunn's test (Holm)"), ('table', a['dunn']), ('fig', S.plot_significance(a['dunn']))]
         b += [('h3', 'Best trial per k (chosen by validation RMSE)'), ('table', a['best'])]
     return b

@@ -152,7 +152,7 @@ th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f
 pre{background:#f7f7f7;padding:.8em;overflow-x:auto}.fig{margin:1em 0}table.text td{text-align:left}"""
 
 def html_page(title:str, # page title (also the h1)
-              blocks:list, # [(kind, content)], kind in h2, h3, p, ul, table, text, fig, pre, html
+              blocks:list, # [(kind, content)], kind in h2, h3, p, ul, table, text, kv, fig, pre, html
               ) -> str:
     "One self-contained HTML page (plotly.js inlined once) from a list of blocks."
     import html as _html
@@ -165,9 +165,12 @@ def html_page(title:str, # page title (also the h1)
         elif kind == 'ul': parts.append('<ul>' + ''.join(f'<li>{esc(str(x))}</li>' for x in content) + '</ul>')
         elif kind == 'pre': parts.append(f'<pre>{esc(str(content))}</pre>')
         elif kind == 'html': parts.append(str(content))
-        elif kind in ('table', 'text'):
-            parts.append(content.to_html(float_format=lambda v: f'{v:.4g}', na_rep='–', border=0,
-                                         classes='text' if kind == 'text' else None))
+        elif kind in ('table', 'text'):          # a named index becomes a column: no empty header row above the table
+            df = content.reset_index() if any(n is not None for n in content.index.names) else content
+            parts.append(df.to_html(float_format=lambda v: f'{v:.4g}', na_rep='–', border=0, justify='left' if kind == 'text' else 'right',
+                                    index=not isinstance(df.index, pd.RangeIndex), classes='text' if kind == 'text' else None))
+        elif kind == 'kv':                       # a two-column table of settings or figures, without a header
+            parts.append(content.to_html(header=False, na_rep='–', border=0, classes='text'))
         elif kind == 'fig':
             parts.append('<div class="fig">' + content.to_html(full_html=False, include_plotlyjs=False) + '</div>'); has_fig = True
         else: raise ValueError(f'unknown block kind {kind!r}')
