@@ -44,7 +44,7 @@ def mae(pred, # predicted ratings
 # %% ../nbs/01_metrics.ipynb #c016
 def masked_mse(pred, # predictions (NumPy/JAX array or PyTorch tensor)
                target, # targets, same shape; unobserved entries may hold anything
-               mask=None, # 1/True where `target` is observed; default `target != 0`
+               mask:np.ndarray|None=None, # 1/True where `target` is observed; default `target != 0`
               ):
     "Mean squared error over the observed entries only (works on NumPy, JAX and PyTorch arrays alike)."
     if mask is None: mask = target != 0
@@ -53,7 +53,7 @@ def masked_mse(pred, # predictions (NumPy/JAX array or PyTorch tensor)
 
 def masked_rmse(pred, # predictions (NumPy/JAX array or PyTorch tensor)
                 target, # targets, same shape
-                mask=None, # 1/True where `target` is observed; default `target != 0`
+                mask:np.ndarray|None=None, # 1/True where `target` is observed; default `target != 0`
                ):
     "Root of `masked_mse`: the RMSE over the observed entries, in the caller's framework."
     return masked_mse(pred, target, mask) ** 0.5

@@ -282,7 +282,7 @@ def run_pipeline(cfg:RunConfig, # the run's settings
     return results, st
 
 # %% ../nbs/07_pipeline.ipynb #c023
-def run_summary(results:dict, out=None) -> dict:
+def run_summary(results:dict, out:str|Path|None=None) -> dict:
     "The main job's results in brief, for the terminal: test RMSE per model, the search's best, the output files."
     s = {}
     cmp = (results.get('compare') or {}).get('table')

@@ -141,7 +141,7 @@ class RetrievalFeatures:
     def candidate_ids(self, titles) -> np.ndarray:
         "Corpus rows of `titles` (-1 for a title outside the corpus)."
         return self.titles(np.asarray(titles, dtype=str)) - 1
-    def candidates(self, ids=None # corpus rows; default the whole corpus
+    def candidates(self, ids:np.ndarray|None=None # corpus rows; default the whole corpus
                   ) -> dict:
         "Candidate-tower inputs: `title` (lookup index) and `tokens`."
         ids = np.arange(len(self.corpus)) if ids is None else np.asarray(ids)
@@ -263,7 +263,7 @@ MAX_FLOAT = float(np.finfo(np.float32).max / 100)
 
 def softmax_cross_entropy(labels, # n × m, one row per query (one-hot for retrieval)
                           logits, # n × m scores
-                          sample_weight=None, # n weights; default 1
+                          sample_weight:jax.Array|None=None, # n weights; default 1
                          ):
     "Sum over rows of `w_i · (−Σ_j y_ij log softmax(logits_i)_j)`: Keras' categorical CE, from logits, SUM reduction."
     lse = jax.nn.logsumexp(logits, axis=1)   # −Σ_j y_ij (s_ij − lse_i) = lse_i Σ_j y_ij − Σ_j y_ij s_ij
@@ -313,12 +313,12 @@ def retrieval_loss(query_embeddings, # n × d; row i was answered by candidate r
                    candidate_embeddings, # n × d positives (they are also each other's negatives)
                    *,
                    temperature:float|None=None, # divide the scores by this
-                   candidate_sampling_probability=None, # n (+ extra) probabilities: logQ correction
-                   candidate_ids=None, # n (+ extra) ids, needed by `remove_accidental_hits`
+                   candidate_sampling_probability:jax.Array|None=None, # n (+ extra) probabilities: logQ correction
+                   candidate_ids:jax.Array|None=None, # n (+ extra) ids, needed by `remove_accidental_hits`
                    remove_accidental_hits:bool=False, # mask negatives that share the positive's id
                    num_hard_negatives:int|None=None, # keep only this many top-scoring negatives per row
-                   sample_weight=None, # n weights of the rows
-                   extra_candidate_embeddings=None, # e × d additional negatives (label 0 everywhere)
+                   sample_weight:jax.Array|None=None, # n weights of the rows
+                   extra_candidate_embeddings:jax.Array|None=None, # e × d additional negatives (label 0 everywhere)
                   ):
     "TFRS's Retrieval loss: in-batch softmax cross-entropy (sum over rows) with all of its options."
     n = query_embeddings.shape[0]
@@ -403,7 +403,7 @@ def factorized_top_k(query_embeddings, # n × d
 class BruteForceIndex:
     "Exact top-k search over a fixed matrix of candidate embeddings."
     def __init__(self, embeddings, # N × d candidate embeddings
-                 ids=None, # N identifiers returned by `search` (ints or strings); default 0…N-1
+                 ids:np.ndarray|None=None, # N identifiers returned by `search` (ints or strings); default 0…N-1
                 ):
         self.embeddings = np.asarray(embeddings, np.float32)
         if self.embeddings.ndim != 2 or len(self.embeddings) == 0: raise ValueError(f'expected N × d embeddings, got {self.embeddings.shape}')
@@ -591,7 +591,7 @@ def evaluate_retrieval(model:TwoTowerModel, data:RetrievalData, ks=(1, 5, 10, 50
 def train_retrieval(config:RetrievalConfig, # what to train
                     data:RetrievalData, # encoded train/test examples
                     progress:bool=True, # tqdm bar with live metrics
-                    checkpoint_dir=None, # save every `eval_every` epochs here and resume from the latest
+                    checkpoint_dir:str|Path|None=None, # save every `eval_every` epochs here and resume from the latest
                     desc:str|None=None, # progress-bar label
                    ) -> RetrievalResult:
     "Train a two-tower model with the Retrieval task; evaluate factorized top-k accuracy on `data.test`."

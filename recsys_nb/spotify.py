@@ -370,7 +370,7 @@ class PlaylistRecords:
         "The next `field` ids of record `i`."
         return self.next[field][self.offsets[i]:self.offsets[i + 1]]
 
-    def padded_next(self, idx=None, width:int|None=None, fill:int=-1) -> tuple[dict, np.ndarray]:
+    def padded_next(self, idx:np.ndarray|None=None, width:int|None=None, fill:int=-1) -> tuple[dict, np.ndarray]:
         "Next ids of records `idx` as `(field -> (len(idx), width) array, mask)`, padded with `fill`, cut at `width`."
         idx = np.arange(len(self)) if idx is None else np.asarray(idx, dtype=np.int64)
         n = self.n_next[idx]
@@ -810,7 +810,7 @@ class SpotifyRun:
 
 def train_spotify(prepared, # a directory written by `prepare_records`
                   cfg:SpotifyConfig|None=None, # settings (default `SpotifyConfig()`)
-                  workdir=None, # checkpoints go to workdir/ckpt (and a run resumes from them); None: no checkpoints
+                  workdir:str|Path|None=None, # checkpoints go to workdir/ckpt (and a run resumes from them); None: no checkpoints
                   baselines:bool=True, # also evaluate the popularity and random baselines
                   progress:bool=True, # progress bar
                   resume:bool=True, # continue from workdir's checkpoints (same settings; `steps` may grow)

@@ -181,7 +181,7 @@ def plot_significance(p:pd.DataFrame, # square matrix of adjusted p-values (e.g.
     return fig
 
 # %% ../nbs/05_stats.ipynb #c022
-def best_per_group(df:pd.DataFrame, group:str='k', by:str='val_rmse', cols=None) -> pd.DataFrame:
+def best_per_group(df:pd.DataFrame, group:str='k', by:str='val_rmse', cols:list|None=None) -> pd.DataFrame:
     "For each group, the trial with the lowest `by` (the selection metric) and its columns `cols`."
     cols = [c for c in (cols or ['state', 'lmd', 'train_rmse', 'val_rmse', 'test_rmse', 'epochs', 'seconds']) if c in df.columns and c != group]
     best = df.loc[df.dropna(subset=[by]).groupby(group)[by].idxmin().to_numpy()].copy()

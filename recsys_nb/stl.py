@@ -4,6 +4,7 @@
 
 # %% ../nbs/20d_stl.ipynb #c003
 from __future__ import annotations
+from typing import Callable
 import argparse, base64, html, io, json, math, os, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -75,10 +76,10 @@ def _in_batch_masker(data:STLData, train_t:pd.DataFrame):
 
 def train_stl(data:STLData, # the data set (valid pairs)
               config:STLConfig|None=None, # settings; default `STLConfig()`
-              workdir=None, # checkpoints and the final model go here; None: no files
+              workdir:str|Path|None=None, # checkpoints and the final model go here; None: no files
               fresh:bool=False, # ignore (delete) existing checkpoints instead of resuming
               progress:bool=True, # tqdm bar with live metrics
-              callback=None, # passed to `fit`: callback(epoch, metrics, state) after every `log_every` steps
+              callback:Callable|None=None, # passed to `fit`: callback(epoch, metrics, state) after every `log_every` steps
               **overrides, # STLConfig settings to change
              ) -> STLRun:
     "Train the two towers with the triplet loss; evaluate, checkpoint, resume; return an `STLRun`."
@@ -179,7 +180,7 @@ def write_random_items(catalog, # catalog file or dict
                        out_html, # HTML file to write
                        n:int=10, # number of items
                        seed:int=0, # random seed
-                       images=None, # image directory (or {sig: path}); default: Pinterest URLs
+                       images:str|Path|None=None, # image directory (or {sig: path}); default: Pinterest URLs
                        embed:bool=False, # embed local images in the HTML
                       ) -> Path:
     "The book's random item recommender: `n` random catalog items written as an HTML table."
@@ -201,7 +202,7 @@ _PAGE_CSS = ('body{font-family:sans-serif;margin:1em} .stl{display:flex;gap:18px
 def scene_page_html(data:STLData, # the data set (images, catalog, pairs)
                     scene:str, # scene signature
                     products:list, # recommended product signatures, best first
-                    scores=None, # their scores (optional)
+                    scores:np.ndarray|None=None, # their scores (optional)
                     out_dir='.', # where the page will be (for relative links)
                     embed:bool=False, # embed base64 thumbnails instead of linking
                     scene_size:int=256, # scene width on the page

@@ -166,10 +166,10 @@ def _find_file(d:Path, names, what):
         if (d / n).exists(): return d / n
     raise FileNotFoundError(f"{d}: no {what} (looked for {', '.join(names)})")
 
-def load_stl(directory=None, # holds the pair file, the catalog and `images/` (each can be given separately)
-             pairs=None, # pair file; default DIR/fashion.json (or home.json)
-             catalog=None, # catalog file; default DIR/fashion-cat.json (or home-cat.json)
-             images=None, # image directory; default DIR/images, else DIR
+def load_stl(directory:str|Path|None=None, # holds the pair file, the catalog and `images/` (each can be given separately)
+             pairs:str|Path|None=None, # pair file; default DIR/fashion.json (or home.json)
+             catalog:str|Path|None=None, # catalog file; default DIR/fashion-cat.json (or home-cat.json)
+             images:str|Path|None=None, # image directory; default DIR/images, else DIR
             ) -> STLData:
     "Read and validate a Shop-the-Look data set; keep the pairs whose two images are present, counting the rest."
     d = Path(directory) if directory is not None else None

@@ -126,7 +126,7 @@ def expected_random_hit_rate(relevant:np.ndarray, exclude:np.ndarray, n_products
     lg = lambda a, b: math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
     return float(np.mean([1 - (math.exp(lg(mi - ri, k) - lg(mi, k)) if mi - ri >= k else 0.0) for mi, ri in zip(m, r)]))
 
-def random_top_k(n_queries:int, n_products:int, k:int=10, exclude=None, seed:int=0, block:int=256) -> np.ndarray:
+def random_top_k(n_queries:int, n_products:int, k:int=10, exclude:np.ndarray|None=None, seed:int=0, block:int=256) -> np.ndarray:
     "Top-k product rows of uniformly random scores (excluded rows never chosen), seeded."
     rng = np.random.default_rng(seed)
     out = []
@@ -164,7 +164,7 @@ class STLEmbeddings:
 def make_embeddings(model:STLModel, # trained model
                     data:STLData, # scenes and candidate products to embed
                     config:STLConfig, # image size, mode, workers
-                    scenes=None, # scenes to embed; default all valid scenes
+                    scenes:list|None=None, # scenes to embed; default all valid scenes
                     cache:dict|None=None, # decoded-image cache (optional)
                     batch_size:int=64, # images a forward pass
                    ) -> STLEmbeddings:

@@ -241,7 +241,7 @@ class STLModel(nnx.Module):
 def make_triplets(pairs:pd.DataFrame, # valid pairs, in file order
                   num_neg:int=5, # negatives a pair
                   seed:int=0, # random seed
-                  candidates=None, # products to draw negatives from: a list; 'pairs' (the book's); default all products of `pairs`
+                  candidates:list|str|None=None, # products to draw negatives from: a list; 'pairs' (the book's); default all products of `pairs`
                   test_every:int=10, # pair i goes to the test set when i % test_every == 0
                  ) -> tuple:
     "(train, test) triplet DataFrames with columns pair, scene, pos, neg."

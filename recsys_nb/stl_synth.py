@@ -294,7 +294,7 @@ def _pick_categories(rng, names, probs, shapes, n):
 def synth_stl(out, # directory to write (created)
               preset:str='default', # a key of `SYNTH_PRESETS`
               seed:int=0, # random seed: the same seed writes the same bytes
-              categories=None, # category names: a catalog file/dict or {name: count}; default `FASHION_CATEGORIES`
+              categories:str|Path|dict|None=None, # category names: a catalog file/dict or {name: count}; default `FASHION_CATEGORIES`
               missing:float=0.02, # fraction of scene images and of product images left out (dead links)
               name:str='fashion', # file prefix: NAME.json and NAME-cat.json
               quality:int=90, # JPEG quality

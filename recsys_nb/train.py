@@ -4,6 +4,7 @@
 
 # %% ../nbs/01a_train.ipynb #c003
 from __future__ import annotations
+from typing import Callable
 import copy, importlib.util, json, math, os, random, re, sys, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,7 @@ def _jax_gpus():
     except RuntimeError: return []
 
 def get_device(framework:str='jax', # 'jax' or 'torch'
-               device=None, # None: CUDA when present, else CPU; or 'cpu', 'cuda', 'cuda:N', or a device object
+               device:str|None=None, # None: CUDA when present, else CPU; or 'cpu', 'cuda', 'cuda:N', or a device object
               ):
     "The device to compute on: a `jax.Device` or a `torch.device`."
     if framework not in ('jax', 'torch'): raise ValueError(f"framework must be 'jax' or 'torch', got {framework!r}")
@@ -123,7 +124,7 @@ def to_numpy_tree(tree, # a pytree of NumPy/JAX/PyTorch arrays
     return tree_map_arrays(_leaf_to_numpy, tree)
 
 def to_torch_tree(tree, # a pytree of arrays (typically loaded from a checkpoint)
-                  device=None, # torch device for the tensors; None: CPU
+                  device:str|None=None, # torch device for the tensors; None: CPU
                  ):
     "Copy of `tree` with every array leaf turned into a PyTorch tensor."
     import torch
@@ -179,7 +180,7 @@ class _Row(dict):
 
 class History:
     "Metrics logged once per epoch; `.df` is a DataFrame indexed by epoch."
-    def __init__(self, rows=None): self.rows = [dict(r) for r in (rows or [])]
+    def __init__(self, rows:list|None=None): self.rows = [dict(r) for r in (rows or [])]
     def log(self, epoch:int, **metrics) -> dict:
         "Append the row for `epoch` and return it."
         row = {'epoch': int(epoch), **{k: _scalar(v, k) for k, v in metrics.items()}}
@@ -216,7 +217,7 @@ class History:
     def from_dict(cls, rows:list) -> 'History':
         "Inverse of `to_dict`."
         return cls([{k: (float('nan') if v is None else v) for k, v in r.items()} for r in rows])
-    def to_json(self, path=None) -> str:
+    def to_json(self, path:str|Path|None=None) -> str:
         "JSON text of the rows; also written to `path` when given."
         s = json.dumps(self.to_dict())
         if path is not None: Path(path).write_text(s)
@@ -279,7 +280,7 @@ class EarlyStopping(Callback):
         return value < self.best_value - self.min_delta if self.mode == 'min' else value > self.best_value + self.min_delta
 
     def update(self, metrics:dict, # must hold `monitor`
-               state=None, # the state to keep a copy of if this is the best so far
+               state:object=None, # the state to keep a copy of if this is the best so far
                epoch:int|None=None, # default: one more than the previous update
               ) -> bool:
         "Record one evaluation; return whether it is the best so far."
@@ -453,7 +454,7 @@ class Checkpointer:
             for old in self.list()[:-self.keep]: old.unlink(missing_ok=True)
         return self.path(epoch)
 
-    def load(self, path=None, # a checkpoint file; default the latest
+    def load(self, path:str|Path|None=None, # a checkpoint file; default the latest
             ) -> dict:
         "Read a checkpoint: its arrays (NumPy), numbers, strings, lists, tuples and dicts, as saved."
         path = self.latest() if path is None else Path(path)
@@ -527,7 +528,7 @@ def restore_like(state, # the current training state
 # %% ../nbs/01a_train.ipynb #m0
 class ProgressBar(Callback):
     "A tqdm bar over the epochs with the latest metrics."
-    def __init__(self, enabled:bool=True, desc:str='train', keys=None): self.enabled, self.desc, self.keys, self.bar = enabled, desc, keys, None
+    def __init__(self, enabled:bool=True, desc:str='train', keys:list|None=None): self.enabled, self.desc, self.keys, self.bar = enabled, desc, keys, None
     def before_fit(self, run): self.bar = progress_bar(run.epochs, initial=min(run.start_epoch, run.epochs), desc=self.desc, enabled=self.enabled)
     def after_epoch(self, run, epoch, metrics):
         self.bar.update(1)
@@ -562,7 +563,7 @@ class Checkpointing(Callback):
         self.ck, self.es, self.config, self.may_change, self.resume, self.tol_key = ck, es, config, may_change, resume, tol_key
         self.last_rng = None
 
-    def save(self, run, stopped=None):
+    def save(self, run, stopped:str|None=None):
         run.info['checkpoint'] = str(self.ck.save(run.done, run.get_state(run.state), history=run.history.to_dict(),
                                                   rng=self.last_rng or rng_state(), config=self.config, stopped=stopped,
                                                   early_stopping=self.es.state_dict() if self.es else None, tol_key=self.tol_key))
@@ -607,7 +608,7 @@ def fit(step, # step(state, epoch) -> (state, metrics dict): one epoch
         state, # initial training state (pytree of arrays, or objects with get_state/set_state)
         epochs:int, # total number of epochs (the last epoch run is epochs-1)
         *,
-        evaluate=None, # evaluate(state, epoch) -> metrics dict, merged into the epoch's metrics
+        evaluate:Callable|None=None, # evaluate(state, epoch) -> metrics dict, merged into the epoch's metrics
         eval_every:int=1, # evaluate every this many epochs (and after the last one)
         start_epoch:int=0, # first epoch to run (overridden by a checkpoint when resuming)
         history:History|None=None, # history to append to; default a new one
@@ -616,15 +617,15 @@ def fit(step, # step(state, epoch) -> (state, metrics dict): one epoch
         early_stopping:EarlyStopping|None=None, # stop when its monitored metric stalls; restores the best state
         checkpointer:Checkpointer|None=None, # save every `checkpointer.every` epochs and on stop; resume from it
         resume:bool=True, # start from the checkpointer's latest checkpoint when there is one
-        get_state=None, # state -> pytree to store (default: the state itself)
-        set_state=None, # (state, saved) -> state (default: saved)
+        get_state:Callable|None=None, # state -> pytree to store (default: the state itself)
+        set_state:Callable|None=None, # (state, saved) -> state (default: saved)
         config:dict|None=None, # stored in checkpoints
         config_may_change:tuple|None=None, # resume only from a checkpoint of the same `config` but these keys (None: no check)
-        callback=None, # callback(epoch, metrics, state) after each epoch; return True to stop
+        callback:Callable|None=None, # callback(epoch, metrics, state) after each epoch; return True to stop
         callbacks=(), # more `Callback`s, called after the built-in ones
         progress:bool=True, # show a tqdm bar with live metrics
         desc:str='train', # bar label
-        postfix_keys=None, # metrics shown in the bar; default all
+        postfix_keys:list|None=None, # metrics shown in the bar; default all
         on_interrupt:str='return', # on KeyboardInterrupt: 'return' (info['stopped']='interrupted') or 'raise'
        ) -> tuple:
     "Train for up to `epochs` epochs; return (state, history, info)."
@@ -704,8 +705,8 @@ def _thin(df, max_points):
     return df.iloc[np.unique(np.linspace(0, len(df) - 1, max_points).round().astype(int))]
 
 def plot_history(df, # a History or its DataFrame (index = epoch)
-                 left=None, # columns on the left axis; default ['loss', 'delta_loss'] when present
-                 right=None, # columns on the right axis; default ['train_rmse', 'test_rmse'] when present
+                 left:list|None=None, # columns on the left axis; default ['loss', 'delta_loss'] when present
+                 right:list|None=None, # columns on the right axis; default ['train_rmse', 'test_rmse'] when present
                  title:str='Training history', # figure title
                  log_left:bool=False, # log scale for the left axis
                  log_right:bool=False, # log scale for the right axis

@@ -29,7 +29,7 @@ FALLBACKS = ('user_mean', 'global_mean')
 BACKENDS = ('numpy', 'torch', 'jax')
 
 def train_triples(train, # a `RatingData`, a SciPy sparse users × movies matrix, or (users, movies, ratings)
-                  shape=None, # (n_users, n_movies) for the triples form; default: largest index + 1
+                  shape:tuple|None=None, # (n_users, n_movies) for the triples form; default: largest index + 1
                  ) -> tuple:
     "(users, movies, ratings, n_users, n_movies) of `train`, in `train`'s own order, validated."
     from recsys_nb.data import RatingData
@@ -69,7 +69,7 @@ class TrainSet:
     rating_range:tuple       # (lowest, highest) training rating: predictions are clipped to it
 
 def make_trainset(train, # anything `train_triples` accepts
-                  shape=None, # (n_users, n_movies) for the triples form
+                  shape:tuple|None=None, # (n_users, n_movies) for the triples form
                  ) -> TrainSet:
     "Index `train` by user (CSR) and by movie (raters in training order)."
     u, m, r, n, nm = train_triples(train, shape)
@@ -107,7 +107,7 @@ def sim_products(name, # a measure of `SIMILARITIES`
 def _pattern(X):
     M = X.copy(); M.data = np.ones_like(M.data); return M
 
-def sim_factors(ts:TrainSet, keys, biases=None) -> dict:
+def sim_factors(ts:TrainSet, keys, biases:tuple|None=None) -> dict:
     "Sparse users × movies factor matrices for the products `keys` (lists of components placed side by side)."
     need = {f for k in keys for f in PRODUCTS[k]}
     R = ts.R; M = _pattern(R); R2 = R.multiply(R).tocsr()
@@ -136,7 +136,7 @@ def combine_similarity(name, # a measure of `SIMILARITIES`
                        rows, # the users (row indices) of the block
                        xp, # array namespace with `where` and `sqrt`
                        f64, # cast to float64
-                       min_support=1, shrinkage=100., norms=None):
+                       min_support=1, shrinkage=100., norms:tuple|None=None):
     "A similarity block from its products, in float64 with Surprise's formulas; 0 where undefined."
     w = xp.where
     if name == 'cosine':
@@ -177,8 +177,8 @@ def scale_cosine(dot, # exact dot products r_u·r_v of rows s:s+len(dot), float3
 def naive_similarity(users, movies, ratings, # training ratings
                      n_users, # size of the square result
                      sim='cosine', min_support=1, shrinkage=100.,
-                     biases=None, # (b_u, b_i) for pearson_baseline
-                     mu=None, # global mean for pearson_baseline
+                     biases:tuple|None=None, # (b_u, b_i) for pearson_baseline
+                     mu:float|None=None, # global mean for pearson_baseline
                     ) -> np.ndarray:
     "The user–user similarity by explicit loops over pairs of users and their co-rated movies (the reference)."
     rated = [dict() for _ in range(n_users)]
@@ -236,7 +236,7 @@ INT8_MIN_MACS = 3e11 # below this many multiply-adds (users² × movies) loading
 
 def dense_split(counts, # ratings per movie
                 n, # users (rows and columns of the product)
-                budget_items=None, # at most this many dense movies (memory)
+                budget_items:int|None=None, # at most this many dense movies (memory)
                 speed=1., # dense multiply-adds' speed relative to float32 BLAS (`INT8_SPEED` for exact int8 products)
                ) -> int:
     "How many of the most-rated movies to multiply densely."
@@ -272,7 +272,7 @@ def n_threads() -> int:
     except AttributeError: return max(1, os.cpu_count() or 1)
 
 def parallel_map(fn, # called once per item; SciPy's sparse kernels and NumPy's loops release the GIL
-                 items, threads=None) -> list:
+                 items, threads:int|None=None) -> list:
     "`[fn(x) for x in items]` on `threads` threads (default `n_threads()`)."
     items = list(items)
     threads = min(threads or n_threads(), len(items))
@@ -288,7 +288,7 @@ def split_range(s, e, parts:int) -> list:
 class NumpyEngine:
     "Similarities from sparse products: the most-rated movies through dense BLAS, the long tail through sparse products."
     backend, device = 'numpy', 'cpu'
-    def __init__(self, ts:TrainSet, name, min_support=1, shrinkage=100., biases=None, budget=2 ** 31,
+    def __init__(self, ts:TrainSet, name, min_support=1, shrinkage=100., biases:tuple|None=None, budget=2 ** 31,
                  dtype=np.float32, full=False):
         self.ts, self.name, self.min_support, self.shrinkage = ts, name, min_support, shrinkage
         self.dtype, self.budget, n = np.dtype(dtype), budget, ts.n_users
@@ -342,7 +342,7 @@ class NumpyEngine:
                                   else self.product(k, s, e) for k in self.keys}, s, e)
         return self._combine({key: self.product(key, s, e) for key in self.keys}, s, e)
 
-    def block_rows(self, budget, n_mats=None):
+    def block_rows(self, budget, n_mats:int|None=None):
         "Rows per block so that a block's products and float64 temporaries fit in half of `budget`."
         n, k = self.ts.n_users, n_mats or len(self.keys)
         return int(max(16, min(n, budget // 2 // (n * (12 * k + 24)))))
@@ -452,8 +452,8 @@ def rater_index(ts):
 def pair_sums(S, # a block of similarity rows (NumPy)
               rows, movies, # each pair's row of S and movie, pairs sorted by row
               ts:TrainSet, vals, # the training set and `_item_values` in its movie-major order
-              k=None, # only the k most similar raters (None: all)
-              users=None, # `rater_index(ts)`, if already made
+              k:int|None=None, # only the k most similar raters (None: all)
+              users:np.ndarray|None=None, # `rater_index(ts)`, if already made
              ) -> tuple:
     """(Σ s·v, Σ s, count) per pair over the movie's raters with positive similarity s (the k largest; ties: earliest
     raters), compiled with Numba and run on all cores; nothing of size pairs × raters is ever built."""
@@ -545,7 +545,7 @@ class UserCF(Estimator):
         self.dtype, self.neighbourhood, self.fallbacks_ = np.dtype(dtype), neighbourhood, {}
 
     def fit(self, ratings, # a DataFrame or (users, items, ratings) of raw ids; a `RatingData`; a sparse users × movies matrix
-            shape=None, # (n_users, n_movies): `ratings` are (row, column, rating) index triples of this shape
+            shape:tuple|None=None, # (n_users, n_movies): `ratings` are (row, column, rating) index triples of this shape
             **columns, # user=, item=, rating=: the column names of a DataFrame
            ):
         "Index the training ratings and compute the user–user similarities (or prepare to stream them)."
@@ -576,7 +576,7 @@ class UserCF(Estimator):
         self.fit_seconds = time.perf_counter() - t0
         return self
 
-    def similarity(self, users=None, # user rows (default all)
+    def similarity(self, users:np.ndarray|None=None, # user rows (default all)
                   ) -> np.ndarray:
         "Rows of the user–user similarity matrix, 0 on the diagonal (nobody is their own neighbour)."
         users = np.arange(self.ts.n_users) if users is None else np.asarray(users, np.int64)
@@ -696,7 +696,7 @@ class UserCF(Estimator):
         self._fit_index(self._train, (meta['users_fitted'], len(self.items_)))
         if 'new_user' in arrays: self._fold_in_codes(arrays['new_user'], arrays['new_item'], arrays['new_rating'], meta['users_fitted'])
 
-    def predict_blocks(self, users=None, rows_per_block=1024):
+    def predict_blocks(self, users:np.ndarray|None=None, rows_per_block=1024):
         "Yield (users, predictions) for consecutive blocks of `users` (all by default) × all movies."
         users = np.arange(self.ts.n_users) if users is None else np.asarray(users, np.int64)
         nm = self.ts.n_movies
@@ -704,7 +704,7 @@ class UserCF(Estimator):
             uu = users[a:a + rows_per_block]
             yield uu, self.predict_pairs(np.repeat(uu, nm), np.tile(np.arange(nm), len(uu))).reshape(len(uu), nm)
 
-    def predict_matrix(self, users=None, rows_per_block=1024) -> np.ndarray:
+    def predict_matrix(self, users:np.ndarray|None=None, rows_per_block=1024) -> np.ndarray:
         "Dense float32 predictions for `users` (all by default) × all movies, computed in row blocks."
         users = np.arange(self.ts.n_users) if users is None else np.asarray(users, np.int64)
         out = np.empty((len(users), self.ts.n_movies), np.float32)
@@ -719,7 +719,7 @@ def count_fallbacks(codes):
     out['total'] = sum(out.values())
     return out
 
-def make_engine(backend, ts, name, min_support, shrinkage, biases, budget, device=None, dtype=np.float32, full=False):
+def make_engine(backend, ts, name, min_support, shrinkage, biases, budget, device:str|None=None, dtype=np.float32, full=False):
     "The similarity/prediction engine of `backend`."
     if backend == 'numpy': return NumpyEngine(ts, name, min_support, shrinkage, biases, budget, dtype, full)
     ops = _TorchOps(device) if backend == 'torch' else _JaxOps(device)
@@ -729,7 +729,7 @@ def make_engine(backend, ts, name, min_support, shrinkage, biases, budget, devic
 def naive_predict(users, movies, ratings, # training ratings, in training order
                   S, # users × users similarity
                   pairs, # (user, movie) pairs to predict
-                  k=None, min_k=1, center=False, fallback='user_mean', clip=None) -> np.ndarray:
+                  k:int|None=None, min_k=1, center=False, fallback='user_mean', clip:tuple|bool|None=None) -> np.ndarray:
     "Predictions by Surprise's rule, pair by pair: the k most similar raters (ties: earlier in training order)."
     raters, by_user = {}, {}
     for u, m, r in zip(users, movies, ratings):
@@ -813,7 +813,7 @@ class _JaxOps:
 # %% ../nbs/02_usercf.ipynb #c068
 class TensorEngine:
     "Similarity blocks as dense float32 products on a PyTorch or JAX device (CUDA when present)."
-    def __init__(self, ops, ts:TrainSet, name, min_support=1, shrinkage=100., biases=None, budget=2**31,
+    def __init__(self, ops, ts:TrainSet, name, min_support=1, shrinkage=100., biases:tuple|None=None, budget=2**31,
                  dtype=np.float32, full=False):
         self.ops, self.ts, self.name, self.min_support, self.shrinkage = ops, ts, name, min_support, shrinkage
         self.dtype, self.budget, self.backend, self.device = np.dtype(dtype), budget, ops.name, ops.device
