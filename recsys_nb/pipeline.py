@@ -299,7 +299,9 @@ def run_summary(results:dict, out:str|Path|None=None) -> dict:
 def _run_command(args) -> dict:
     cfg = RunConfig(**given_options(args, RunConfig))
     if cfg.data and (cfg.train or cfg.test): raise SystemExit('recsys-nb run: error: give either --data DIR or --train/--test, not both')
-    results, _ = run_pipeline(cfg)
+    from recsys_nb.tuning import TuningError
+    try: results, _ = run_pipeline(cfg)
+    except TuningError as e: raise SystemExit(f'recsys-nb run: error: {e}') from None     # e.g. a study of other settings
     return run_summary(results, cfg.out)
 
 def register_cli(sub):

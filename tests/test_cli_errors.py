@@ -74,3 +74,9 @@ def test_ctrl_c_saves_and_exits_130(tmp_path, tiny):
     res = json.loads(out)
     assert res['stopped'] == 'interrupted' and res['epochs'] > 0   # the result of the epochs done is still printed
     assert 'Traceback' not in err
+
+
+def test_main_job_with_an_unusable_study_storage(tmp_path):
+    (tmp_path / 'db').mkdir()
+    one_line_error(cli('run', '--size', 'tiny', '--out', tmp_path / 'run', '--stages', 'tune', '--storage', tmp_path / 'db',
+                       '--no-progress'), 'recsys-nb run: error')

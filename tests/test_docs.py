@@ -214,3 +214,11 @@ def test_import_cells_that_need_earlier_cells_are_flagged():
     assert w and 'P, R, test_close' in w
     assert warn('import json\njson.dumps(run)', bd.split_directives('#| eval: false\n')[0]) is None
     assert warn('x = run.history', {}) is None                     # no import: nbdev_docs does not run it
+
+
+def test_descriptions_are_one_line():
+    "nbdev keeps only the first line of a `> description`: page subtitles and module docstrings would stop mid-sentence."
+    for nb in sorted(NBS.glob('*.ipynb')):
+        title = next(c for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'markdown')
+        quoted = [l for l in ''.join(title['source']).splitlines() if l.startswith('>')]
+        assert len(quoted) <= 1, f'{nb.name}: the description spans {len(quoted)} lines'
