@@ -46,36 +46,48 @@ def emit(result:dict|None, as_json=False):
     if as_json: print(json.dumps(result), flush=True)
 
 # %% ../nbs/90_cli.ipynb #c012
+_SYNTH_SIZES = {'netflix': ('small', 'tiny|small|netflix'), 'movielens': ('small', 'tiny|small'), 'prize': ('prize', 'tiny|small|prize')}
+
+def _tree_bytes(p:Path) -> int:
+    "The size of a file, or of all the files under a directory."
+    return sum(f.stat().st_size for f in p.rglob('*') if f.is_file()) if p.is_dir() else p.stat().st_size
+
 def _data_synth(args) -> dict:
-    from recsys_nb.synth import synth_netflix, synth_movielens
+    from recsys_nb.synth import synth_netflix, synth_movielens, synth_prize, SYNTH_PRESETS, ML_SYNTH_PRESETS, PRIZE_PRESETS
+    size = args.size or _SYNTH_SIZES[args.format][0]
+    presets = {'netflix': SYNTH_PRESETS, 'movielens': ML_SYNTH_PRESETS, 'prize': PRIZE_PRESETS}[args.format]
+    if size not in presets: raise SystemExit(f'recsys-nb data synth: error: --size of {args.format} must be one of {", ".join(presets)}, not {size!r}')
     t0 = time.time()
-    if args.format == 'netflix': out = synth_netflix(args.out, args.size, args.seed)
-    else: out = synth_movielens(args.out, args.size, args.seed)
-    files = {p.name: p.stat().st_size for p in sorted(Path(out).iterdir())}
-    return {'format': args.format, 'size': args.size, 'seed': args.seed, 'out': str(out), 'files': files,
+    if args.format == 'netflix': out = synth_netflix(args.out, size, args.seed)
+    elif args.format == 'movielens': out = synth_movielens(args.out, size, args.seed)
+    else: out = synth_prize(args.out, size, args.seed, progress=args.progress)
+    files = {p.name + '/' * p.is_dir(): _tree_bytes(p) for p in sorted(Path(out).iterdir())}
+    return {'format': args.format, 'size': size, 'seed': args.seed, 'out': str(out), 'files': files,
             'seconds': round(time.time() - t0, 2)}
 
 def _data_check(args) -> dict:
     from recsys_nb.data import check_dataset
     t0 = time.time()
-    out = check_dataset(args.path)
+    out = check_dataset(args.path, progress=args.progress)
     out['seconds'] = round(time.time() - t0, 2)
     return out
 
 def _register_data(sub):
+    from recsys_nb.options import add_progress_arg
     p = sub.add_parser('data', help=COMMANDS['data'][1], description='Synthesise and check rating datasets.')
     dsub = p.add_subparsers(dest='data_command', metavar='{synth,check}', required=True)
     s = dsub.add_parser('synth', help='write a synthetic dataset in a real file format')
-    s.add_argument('format', choices=['netflix', 'movielens'], help='file format to write')
-    s.add_argument('--size', default='small', help="netflix: tiny|small|netflix (default small); movielens: tiny|small")
+    s.add_argument('format', choices=list(_SYNTH_SIZES), help='file format to write')
+    s.add_argument('--size', help='; '.join(f'{f}: {c} (default {d})' for f, (d, c) in _SYNTH_SIZES.items()))
     s.add_argument('--seed', type=int, default=0, help='random seed (same seed, same bytes)')
-    s.add_argument('--out', required=True, metavar='DIR', help='output directory')
+    s.add_argument('--out', required=True, metavar='DIR', help='output directory (prize: it must not exist, or be empty)')
     s.add_argument('--json', action='store_true', help='print the result as one JSON object on stdout (the table goes to stderr)')
-    s.set_defaults(func=_data_synth)
+    add_progress_arg(s); s.set_defaults(func=_data_synth)
     c = dsub.add_parser('check', help='validate a dataset and print a summary')
-    c.add_argument('path', metavar='PATH', help='a Netflix-format or MovieLens directory, or one ratings file')
+    c.add_argument('path', metavar='PATH', help='a Netflix-format, Netflix Prize or MovieLens directory, or one ratings file '
+                   '(a Prize directory is parsed once and cached under the cache directory)')
     c.add_argument('--json', action='store_true', help='print the result as one JSON object on stdout (the table goes to stderr)')
-    c.set_defaults(func=_data_check)
+    add_progress_arg(c); c.set_defaults(func=_data_check)
 
 # %% ../nbs/90_cli.ipynb #c014
 def register_cli(sub):

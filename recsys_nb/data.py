@@ -4,22 +4,23 @@
 
 # %% ../nbs/00_data.ipynb #c003
 from __future__ import annotations
-import argparse, codecs, io, json, math, os, re
+import argparse, codecs, hashlib, io, json, math, os, re, shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import scipy.sparse as sp
 
 # %% auto #0
-__all__ = ['RATING_COLUMNS', 'FORMATS', 'MOVIELENS_RATINGS', 'ML_GENRES_100K', 'NETFLIX_FILES', 'DataError', 'detect_encoding',
-           'read_movie_titles', 'RatingFormat', 'detect_format', 'read_ratings', 'read_movielens_items',
-           'load_movielens', 'read_prize_movie_file', 'read_prize_probe', 'read_netflix_prize', 'IdMap',
-           'rating_matrix', 'RatingData', 'make_rating_data', 'read_users', 'load_netflix', 'load_ratings',
-           'check_dataset']
+__all__ = ['RATING_COLUMNS', 'FORMATS', 'MOVIELENS_RATINGS', 'ML_GENRES_100K', 'NETFLIX_FILES', 'PRIZE_PARTS', 'PRIZE_COLUMNS',
+           'DataError', 'detect_encoding', 'read_movie_titles', 'RatingFormat', 'detect_format', 'read_ratings',
+           'read_movielens_items', 'load_movielens', 'read_prize_movie_file', 'IdMap', 'rating_matrix', 'RatingData',
+           'make_rating_data', 'read_users', 'load_netflix', 'load_ratings', 'read_prize_probe', 'PrizeArrays',
+           'read_prize', 'load_prize', 'check_dataset']
 
 # %% ../nbs/00_data.ipynb #c006
 class DataError(ValueError):
@@ -297,38 +298,6 @@ def read_prize_movie_file(path, rating_scale=(1, 5)) -> pd.DataFrame:
     return pd.DataFrame({'user_id': df['user_id'].to_numpy(np.int32), 'movie_id': df['movie_id'].to_numpy(np.int32),
                          'rating': df['rating'].to_numpy(np.float32), 'date': df['date'].to_numpy('datetime64[s]')})
 
-def read_prize_probe(path) -> pd.DataFrame:
-    "`probe.txt` as (user_id, movie_id) pairs."
-    text, _ = _read_text(path)
-    users, movies, mid = [], [], None
-    for n, line in enumerate(text.splitlines(), 1):
-        s = line.strip()
-        if not s: continue
-        if s.endswith(':'):
-            if (mid := _parse_int(s[:-1])) is None: raise DataError(path, n, 'bad movie header', line)
-        elif mid is None: raise DataError(path, n, 'user id before the first `movie_id:` header', line)
-        elif (u := _parse_int(s)) is None: raise DataError(path, n, f'user id {s!r} is not an integer', line)
-        else: users.append(u); movies.append(mid)
-    return pd.DataFrame({'user_id': np.array(users, np.int32), 'movie_id': np.array(movies, np.int32)})
-
-def read_netflix_prize(directory, # holds `training_set/` and optionally `probe.txt`
-                       probe_as_test=True, # move the probe pairs from train to test
-                       progress=True) -> tuple[pd.DataFrame, pd.DataFrame|None]:
-    "Train (and probe test) ratings from the original Netflix Prize layout."
-    from tqdm.std import tqdm
-    directory = Path(directory)
-    files = sorted((directory/'training_set').glob('mv_*.txt'))
-    if not files: raise DataError(directory/'training_set', None, 'no mv_*.txt files')
-    ratings = pd.concat([read_prize_movie_file(f) for f in tqdm(files, desc='mv_*.txt', disable=not progress)],
-                        ignore_index=True)
-    probe = directory/'probe.txt'
-    if not (probe_as_test and probe.exists()): return ratings, None
-    pairs = read_prize_probe(probe)
-    key = ratings.user_id.to_numpy(np.int64) << 32 | ratings.movie_id.to_numpy(np.int64)
-    pkey = pairs.user_id.to_numpy(np.int64) << 32 | pairs.movie_id.to_numpy(np.int64)
-    in_probe = np.isin(key, pkey)
-    return ratings[~in_probe].reset_index(drop=True), ratings[in_probe].reset_index(drop=True)
-
 # %% ../nbs/00_data.ipynb #c043
 def _id_array(ids) -> np.ndarray:
     "Raw ids as int64 (integers), str (strings) or object (other hashables) array; NaN or None ids are refused."
@@ -567,16 +536,380 @@ def load_ratings(train_path, test_path=None, fmt=None, rating_scale=None, **kwar
     test = read_ratings(test_path, None, scale, report) if test_path else None
     return make_rating_data(train, test, report=report, source=str(train_path), paths=(train_path, test_path), **kwargs)
 
+# %% ../nbs/00_data.ipynb #p1
+_DAY_RANGE = (np.datetime64('1900-01-01'), np.datetime64('2059-12-31'))   # int16 days since 1970 hold these
+
+def _prize_problem(line:str, # one line of a movie file, after the header
+                   rating_scale, # inclusive (low, high)
+                  ) -> str|None:
+    "The problem with one `user_id,rating,YYYY-MM-DD` line, or None."
+    f = line.split(',')
+    if len(f) != 3: return f'expected 3 comma-separated fields (user_id,rating,YYYY-MM-DD), found {len(f)}'
+    if not re.fullmatch(r'\d+', f[0]): return f'user id {f[0]!r} is not a positive integer'
+    if not 1 <= int(f[0]) <= 2**31 - 1: return f'user id {f[0]} out of range 1..2^31-1'
+    if not re.fullmatch(r'\d+', f[1]): return f'rating {f[1]!r} is not an integer'
+    if not rating_scale[0] <= int(f[1]) <= rating_scale[1]: return f'rating {f[1]} outside the scale {rating_scale[0]}–{rating_scale[1]}'
+    if not _DATE_RE.fullmatch(f[2]): return f'date {f[2]!r} is not YYYY-MM-DD'
+    try: day = np.datetime64(f[2], 'D')
+    except ValueError: return f'date {f[2]!r} is not a valid date'
+    if not _DAY_RANGE[0] <= day <= _DAY_RANGE[1]: return f'date {f[2]} outside {_DAY_RANGE[0]}..{_DAY_RANGE[1]}'
+
+def _prize_scan(paths, rating_scale):
+    "Raise a `DataError` at the first bad line of the movie files `paths` (the slow path, after a fast one failed)."
+    for path in paths:
+        with open(path, 'rb') as f:
+            for n, raw in enumerate(f, 1):
+                line = raw.decode('latin-1').rstrip('\r\n')
+                if n > 1 and line and (p := _prize_problem(line, rating_scale)): raise DataError(path, n, p, line)
+
+# %% ../nbs/00_data.ipynb #p3
+_MV_NAME = re.compile(r'mv_(\d+)\.txt')
+
+def _prize_files(directory) -> tuple[np.ndarray, list[str], list]:
+    "Movie ids (ascending), paths and `os.stat` results of `directory/training_set/mv_*.txt`."
+    d = Path(directory)/'training_set'
+    if not d.is_dir(): raise DataError(d, None, 'not found (a Netflix Prize directory holds training_set/mv_*.txt)')
+    found = sorted((int(m[1]), e.path, e.stat()) for e in os.scandir(d) if (m := _MV_NAME.fullmatch(e.name)))
+    if not found: raise DataError(d, None, 'no mv_*.txt files')
+    ids = np.array([f[0] for f in found], np.int64)
+    if (dup := np.flatnonzero(ids[1:] == ids[:-1])).size: raise DataError(found[dup[0] + 1][1], None, f'a second file for movie {ids[dup[0]]}')
+    if ids[0] < 1 or ids[-1] > 2**31 - 1: raise DataError(found[0 if ids[0] < 1 else -1][1], None, 'movie id out of range 1..2^31-1')
+    return ids.astype(np.int32), [f[1] for f in found], [f[2] for f in found]
+
+# %% ../nbs/00_data.ipynb #p4
+_HEADER = re.compile(rb'\s*(\d+):\s*')
+
+def _movie_body(path, mid:int) -> bytes:
+    "The rating lines of one movie file (its `mid:` header checked and cut off), ending in a newline."
+    raw = Path(path).read_bytes()
+    nl = raw.find(b'\n'); nl = len(raw) if nl < 0 else nl
+    if not (m := _HEADER.fullmatch(raw[:nl])) or int(m[1]) != mid:
+        raise DataError(path, 1, f'expected the header line `{mid}:` (the movie id of the file name)', raw[:nl].decode('latin-1'))
+    body = raw[nl + 1:]
+    return body if not body or body.endswith(b'\n') else body + b'\n'
+
+def _parse_prize_lines(buf:bytes) -> pa.Table:
+    "`user_id,rating,date` lines parsed by pyarrow: blank lines kept as rows (of nulls), dates as strings."
+    return pacsv.read_csv(pa.py_buffer(buf),
+        read_options=pacsv.ReadOptions(column_names=['user', 'rating', 'date'], block_size=1 << 22),
+        parse_options=pacsv.ParseOptions(quote_char=False, ignore_empty_lines=False),
+        convert_options=pacsv.ConvertOptions(column_types={'user': pa.int32(), 'rating': pa.int8(), 'date': pa.string()},
+                                             strings_can_be_null=False))
+
+# %% ../nbs/00_data.ipynb #p5
+def _read_prize_chunk(paths, ids, codes, rating_scale) -> tuple[dict, int]:
+    "Arrays `user` (raw ids), `movie` (codes), `rating`, `day` of consecutive movie files, blank lines dropped and counted."
+    bodies = [_movie_body(p, m) for p, m in zip(paths, ids.tolist())]
+    counts = np.array([b.count(b'\n') for b in bodies])
+    if not counts.sum():   # headers only
+        return dict(user=np.empty(0, np.int32), movie=np.empty(0, np.int32), rating=np.empty(0, np.int8), day=np.empty(0, np.int16)), 0
+    try:
+        t = _parse_prize_lines(b''.join(bodies))
+        if t.num_rows != counts.sum(): raise pa.ArrowInvalid(f'{t.num_rows} rows for {counts.sum()} lines')
+        blank = np.asarray(t['user'].is_null()) & np.asarray(pc.equal(t['date'], ''))
+        if blank.any(): t = t.filter(pa.array(~blank))
+        if t['user'].null_count or t['rating'].null_count: raise pa.ArrowInvalid('missing fields')
+        day = pc.cast(t['date'], pa.date32()).to_numpy().astype(np.int64)    # ArrowInvalid on an invalid date
+    except pa.ArrowInvalid as e:
+        _prize_scan(paths, rating_scale)
+        raise DataError(paths[0], None, f'could not parse the movie files from here to {Path(paths[-1]).name}: {e}') from e
+    user, rating, (lo, hi) = t['user'].to_numpy(), t['rating'].to_numpy(), (int(x.astype(np.int64)) for x in _DAY_RANGE)
+    if ((user < 1) | (rating < rating_scale[0]) | (rating > rating_scale[1]) | (day < lo) | (day > hi)).any():
+        _prize_scan(paths, rating_scale)
+    movie = np.repeat(codes, counts)
+    return dict(user=user, movie=movie[~blank] if blank.any() else movie, rating=rating, day=day.astype(np.int16)), int(blank.sum())
+
+# %% ../nbs/00_data.ipynb #p8
+def _probe_scan(path):
+    "Raise a `DataError` at the first bad line of `probe.txt` (the slow path)."
+    mid = None
+    with open(path, 'rb') as f:
+        for n, raw in enumerate(f, 1):
+            s = raw.decode('latin-1').strip()
+            if not s: continue
+            if s.endswith(':'):
+                if (mid := _parse_int(s[:-1])) is None or mid < 1: raise DataError(path, n, 'expected `movie_id:` or a user id', s)
+            elif mid is None: raise DataError(path, n, 'user id before the first `movie_id:` header', s)
+            elif (u := _parse_int(s)) is None or not 1 <= u <= 2**31 - 1: raise DataError(path, n, f'user id {s!r} is not an integer in 1..2^31-1', s)
+
+def read_prize_probe(path # `probe.txt`: `movie_id:` lines, each followed by user ids, one a line
+                    ) -> pd.DataFrame:
+    "The pairs of `probe.txt` as `user_id`, `movie_id` (int32) and the 1-based `line` each is on."
+    path = Path(path)
+    if not path.is_file(): raise DataError(path, None, 'file not found')
+    try:
+        s = pc.utf8_trim_whitespace(pacsv.read_csv(str(path), read_options=pacsv.ReadOptions(column_names=['s'], block_size=1 << 22),
+                parse_options=pacsv.ParseOptions(delimiter='\t', quote_char=False, ignore_empty_lines=False),
+                convert_options=pacsv.ConvertOptions(column_types={'s': pa.string()}, strings_can_be_null=False))['s'])
+        head, blank = np.asarray(pc.ends_with(s, ':')), np.asarray(pc.equal(s, ''))
+        digits = pc.if_else(pa.array(blank), '0', pc.if_else(pa.array(head), pc.utf8_slice_codeunits(s, 0, -1), s))
+        num = pc.cast(digits, pa.int64()).to_numpy()
+    except pa.ArrowInvalid as e:
+        _probe_scan(path)
+        raise DataError(path, None, f'could not parse: {e}') from e
+    last, user = np.maximum.accumulate(np.where(head, np.arange(len(head)), -1)), ~head & ~blank
+    if (user & (last < 0)).any() or (num[head] < 1).any() or ((num[user] < 1) | (num[user] > 2**31 - 1)).any(): _probe_scan(path)
+    rows = np.flatnonzero(user)
+    return pd.DataFrame({'user_id': num[rows].astype(np.int32), 'movie_id': num[last[rows]].astype(np.int32), 'line': rows + 1})
+
+# %% ../nbs/00_data.ipynb #p11
+def _layout(n_users:int, n_movies:int, days:tuple, ratings:tuple) -> dict:
+    "Bit shifts and masks of one int64 key `user | movie | day | rating` (most to least significant), and the offsets."
+    b = [max(int(x).bit_length(), 1) for x in (ratings[1] - ratings[0], days[1] - days[0], n_movies - 1, n_users - 1)]
+    if sum(b) > 63: raise ValueError(f'{n_users} users × {n_movies} movies × {days[1] - days[0] + 1} days do not fit a 63-bit key')
+    return dict(day=b[0], movie=b[0] + b[1], user=b[0] + b[1] + b[2], r0=ratings[0], d0=days[0],
+                rmask=(1 << b[0]) - 1, dmask=(1 << b[1]) - 1, mmask=(1 << b[2]) - 1)
+
+def _pack(L:dict, user, movie, day, rating) -> np.ndarray:
+    "The keys of ratings (user and movie codes, days, ratings) under layout `L`."
+    k = user.astype(np.int64) << L['user']
+    k |= movie.astype(np.int64) << L['movie']
+    k |= (day.astype(np.int64) - L['d0']) << L['day']
+    k |= rating.astype(np.int64) - L['r0']
+    return k
+
+def _unpack(L:dict, key:np.ndarray, movie_dtype) -> dict:
+    "The compact arrays `user`, `movie`, `rating`, `day` of keys `key`."
+    return dict(user=(key >> L['user']).astype(np.int32), movie=((key >> L['movie']) & L['mmask']).astype(movie_dtype),
+                rating=((key & L['rmask']) + L['r0']).astype(np.int8), day=(((key >> L['day']) & L['dmask']) + L['d0']).astype(np.int16))
+
+# %% ../nbs/00_data.ipynb #p14
+def _user_codes(chunks:list) -> tuple[np.ndarray, np.ndarray|None]:
+    "The distinct raw user ids of the chunks (ascending), and a table raw id → code (None past 2^26 ids: binary search)."
+    top = max(int(c['user'].max(initial=0)) for c in chunks) + 1
+    if top > 1 << 26: return np.unique(np.concatenate([c['user'] for c in chunks])).astype(np.int32), None
+    seen = np.zeros(top, bool)
+    for c in chunks: seen[c['user']] = True
+    users = np.flatnonzero(seen).astype(np.int32)
+    lut = np.full(top, -1, np.int32); lut[users] = np.arange(len(users), dtype=np.int32)
+    return users, lut
+
+def _codes(users:np.ndarray, lut:np.ndarray|None, raw) -> np.ndarray:
+    "The codes of raw user ids (-1 for an id not in `users`)."
+    raw = np.asarray(raw, np.int64)
+    if lut is not None: return np.where(raw < len(lut), lut[np.minimum(raw, len(lut) - 1)], -1).astype(np.int32)
+    if not len(users): return np.full(len(raw), -1, np.int32)
+    pos = np.searchsorted(users, raw).clip(0, len(users) - 1)
+    return np.where(users[pos] == raw, pos, -1).astype(np.int32)
+
+# %% ../nbs/00_data.ipynb #p16
+def _line_of_user(path, uid:int, after:int=1) -> int:
+    "The number of the first line after line `after` of movie file `path` that holds user `uid` (0: none)."
+    with open(path, 'rb') as f:
+        for n, raw in enumerate(f, 1):
+            if n > after and raw.split(b',', 1)[0].strip() == str(uid).encode(): return n
+    return 0
+
+def _check_duplicates(key:np.ndarray, L:dict, users, paths, step=1 << 23):
+    "Raise a `DataError` at the second line of the first (user, movie) pair rated twice (`key` sorted)."
+    for a in range(0, len(key) - 1, step):
+        um = key[a:a + step + 1] >> L['movie']
+        if (d := np.flatnonzero(um[1:] == um[:-1])).size:
+            k = int(um[d[0]]); uid, m = int(users[k >> (L['user'] - L['movie'])]), k & L['mmask']
+            first = _line_of_user(paths[m], uid)
+            raise DataError(paths[m], _line_of_user(paths[m], uid, first), f'user {uid} already rated this movie on line {first}')
+
+def _locate_probe(path, key:np.ndarray, L:dict, users, lut, movies) -> np.ndarray:
+    "Positions in the sorted `key` of the ratings `probe.txt` lists; errors for a pair absent from training or listed twice."
+    pr = read_prize_probe(path)
+    u, m, line = pr.user_id.to_numpy(), pr.movie_id.to_numpy(), pr.line.to_numpy()
+    uc, mc = _codes(users, lut, u), np.searchsorted(movies, m).clip(0, len(movies) - 1)
+    pk = (uc.astype(np.int64) << L['user']) | (mc.astype(np.int64) << L['movie'])
+    pos = np.searchsorted(key, pk).clip(0, max(len(key) - 1, 0))
+    ok = (uc >= 0) & (movies[mc] == m) & ((key[pos] >> L['movie']) == (pk >> L['movie']) if len(key) else False)
+    if not ok.all():
+        i = np.flatnonzero(~ok)[0]
+        raise DataError(path, int(line[i]), f'user {u[i]} has no rating of movie {m[i]} in training_set', str(u[i]))
+    o = np.argsort(pos, kind='stable')
+    if (d := np.flatnonzero(pos[o][1:] == pos[o][:-1])).size:
+        i, j = o[d[0]], o[d[0] + 1]
+        raise DataError(path, int(line[j]), f'user {u[j]} and movie {m[j]} already listed on line {line[i]}', str(u[j]))
+    return pos
+
+# %% ../nbs/00_data.ipynb #p17
+def _byte_groups(sizes, chunk_bytes:int) -> list[tuple[int, int]]:
+    "Consecutive file index ranges of about `chunk_bytes` each."
+    ends = np.searchsorted(np.cumsum(sizes), np.arange(chunk_bytes, sum(sizes) + chunk_bytes, chunk_bytes), side='right')
+    ends = np.unique(np.r_[ends.clip(1, len(sizes)), len(sizes)])
+    return list(zip(np.r_[0, ends[:-1]].tolist(), ends.tolist()))
+
+PRIZE_PARTS, PRIZE_COLUMNS = ('train', 'test'), ('user', 'movie', 'rating', 'day')
+
+def _prize_report(out:dict, blank:int) -> dict:
+    "What loading found: blank lines, probe users and movies without training ratings, movies without any rating."
+    seen = lambda part, c, n: _presence(out[part][c], n)
+    n_u, n_m = len(out['users']), len(out['movies'])
+    tu, tm, pu, pm = seen('train', 'user', n_u), seen('train', 'movie', n_m), seen('test', 'user', n_u), seen('test', 'movie', n_m)
+    return {'blank_lines': blank, 'test_users_unseen_in_train': int((pu & ~tu).sum()),
+            'test_movies_unseen_in_train': int((pm & ~tm).sum()), 'movies_without_ratings': int((~tm & ~pm).sum())}
+
+# %% ../nbs/00_data.ipynb #p19
+def _parse_prize(directory:Path, ids, paths, sizes, rating_scale, alloc, progress, chunk_bytes=64 << 20) -> tuple[dict, dict]:
+    "Parse the movie files and the probe into compact arrays (made by `alloc(name, n, dtype)`), and a report."
+    from tqdm.std import tqdm
+    chunks, blank = [], 0
+    with tqdm(total=len(paths), desc='mv_*.txt', unit='file', disable=not progress) as bar:
+        for a, b in _byte_groups(sizes, chunk_bytes):
+            c, nb = _read_prize_chunk(paths[a:b], ids[a:b], np.arange(a, b, dtype=np.int32), rating_scale)
+            chunks.append(c); blank += nb; bar.update(b - a)
+            bar.set_postfix(ratings=f'{sum(len(c["user"]) for c in chunks):,}', refresh=False)
+    users, lut = _user_codes(chunks)
+    days = (min(int(c['day'].min(initial=32767)) for c in chunks), max(int(c['day'].max(initial=-32768)) for c in chunks))
+    L = _layout(len(users), len(ids), days if days[0] <= days[1] else (0, 0), rating_scale)
+    key, n = np.empty(sum(len(c['user']) for c in chunks), np.int64), 0
+    for i, c in enumerate(chunks):     # pack, freeing each chunk as it goes
+        key[n:n + len(c['user'])] = _pack(L, _codes(users, lut, c['user']), c['movie'], c['day'], c['rating'])
+        n += len(c['user']); chunks[i] = None
+    key.sort()
+    _check_duplicates(key, L, users, paths)
+    in_test = np.zeros(len(key), bool)
+    if (directory/'probe.txt').exists(): in_test[_locate_probe(directory/'probe.txt', key, L, users, lut, ids)] = True
+    out = {'users': alloc('users', len(users), np.int32), 'movies': alloc('movies', len(ids), np.int32)}
+    out['users'][:], out['movies'][:] = users, ids
+    n_test, movie_dtype = int(in_test.sum()), np.int16 if len(ids) <= 2**15 else np.int32
+    dtypes = dict(user=np.int32, movie=movie_dtype, rating=np.int8, day=np.int16)
+    for part, size in (('train', len(key) - n_test), ('test', n_test)):
+        out[part] = {c: alloc(f'{part}.{c}', size, dtypes[c]) for c in PRIZE_COLUMNS}
+    filled = dict.fromkeys(PRIZE_PARTS, 0)
+    for a in range(0, len(key), 1 << 23):   # unpack a slice at a time into the two parts
+        cols, t = _unpack(L, key[a:a + (1 << 23)], movie_dtype), in_test[a:a + (1 << 23)]
+        for part, sel in (('train', ~t), ('test', t)):
+            k = int(sel.sum())
+            for c in PRIZE_COLUMNS: out[part][c][filled[part]:filled[part] + k] = cols[c][sel]
+            filled[part] += k
+    return out, _prize_report(out, blank)
+
+# %% ../nbs/00_data.ipynb #p21
+@dataclass
+class PrizeArrays:
+    "The Netflix Prize as compact arrays: the training set minus the probe (`train`) and the probe (`test`)."
+    users:np.ndarray   # raw user ids (ascending): user code u is `users[u]`
+    movies:np.ndarray  # raw movie ids (ascending): movie code m is `movies[m]`
+    train:dict         # `user` int32 codes, `movie` int16 codes, `rating` int8, `day` int16 (days since 1970-01-01), sorted by user, then movie
+    test:dict          # the probe's ratings: the same arrays
+    report:dict=field(default_factory=dict) # counts of what loading found (blank lines, probe users without training ratings, ...)
+    titles:pd.DataFrame|None=None # `movie_titles.txt`, when present
+    source:str=''       # the directory read
+    cache:str|None=None # the cache directory the arrays are memory-mapped from (None: they are in memory)
+    cached:bool=False   # True when this read found the cache (and parsed no text)
+
+    @property
+    def n_users(self): return len(self.users)
+    @property
+    def n_movies(self): return len(self.movies)
+    def triples(self, part='train') -> tuple:
+        "New (user codes int32, movie codes int32, ratings float32) arrays of `part`: what `recsys_nb.mf.MFData` takes."
+        a = getattr(self, part)
+        return np.array(a['user'], np.int32), np.array(a['movie'], np.int32), np.array(a['rating'], np.float32)
+    def frame(self, part='train') -> pd.DataFrame:
+        "`part` as a `RatingData` frame: `user_id, movie_id` (int32), `rating` (float32), `date` (datetime64[s]), codes `user, movie`."
+        (u, m, r), seconds = self.triples(part), getattr(self, part)['day'].astype(np.int64)
+        seconds *= 86_400                       # in place: a 100-million-row temporary is 800 MB
+        return pd.DataFrame({'user_id': self.users[u], 'movie_id': self.movies[m], 'rating': r,
+                             'date': seconds.view('datetime64[s]'), 'user': u, 'movie': m}, copy=False)
+    def rating_data(self) -> RatingData:
+        "The ratings as a `RatingData` (in memory: 28 bytes a rating)."
+        return RatingData(self.frame('train'), self.frame('test'), IdMap(self.users), IdMap(self.movies), self.titles,
+                          dict(self.report), self.source)
+    def __repr__(self):
+        return (f'PrizeArrays({self.n_users:,} users × {self.n_movies:,} movies, {len(self.train["user"]):,} train / '
+                f'{len(self.test["user"]):,} probe ratings; ' + ('from the cache' if self.cached else 'parsed') + ')')
+
+# %% ../nbs/00_data.ipynb #p23
+_PRIZE_CACHE_VERSION = 1
+
+def _prize_fingerprint(directory:Path, paths, stats, rating_scale) -> str:
+    "A digest of every input file's name, size and modification time, and of the reading options."
+    h = hashlib.blake2b(f'v{_PRIZE_CACHE_VERSION} {tuple(rating_scale)}'.encode(), digest_size=10)
+    probe = directory/'probe.txt'
+    for p, st in [*zip(paths, stats), *([(probe, probe.stat())] if probe.exists() else [])]:
+        h.update(f'{Path(p).name} {st.st_size} {st.st_mtime_ns}\n'.encode())
+    return h.hexdigest()
+
+def _cache_place(directory:Path, fingerprint:str, cache) -> Path|None:
+    "The cache directory of `directory`'s arrays (None when `cache` is False)."
+    if cache is False: return None
+    from recsys_nb.synth import cache_dir
+    root = cache_dir()/'prize' if cache in (None, True) else Path(cache)
+    return root/f'{hashlib.blake2b(str(directory.resolve()).encode(), digest_size=4).hexdigest()}-{fingerprint}'
+
+def _load_cached(where:Path) -> tuple[dict, dict]|None:
+    "The arrays kept in `where` (memory-mapped) and the report, or None when absent or incomplete."
+    try:
+        meta = json.loads((where/'meta.json').read_text())
+        arrays = {n: np.load(where/f'{n}.npy', mmap_mode='r' if np.prod(s) else None) for n, s in meta['shapes'].items()}
+        if any(a.shape != tuple(meta['shapes'][n]) for n, a in arrays.items()): return None
+    except (OSError, ValueError, KeyError): return None
+    return {'users': arrays['users'], 'movies': arrays['movies'],
+            **{p: {c: arrays[f'{p}.{c}'] for c in PRIZE_COLUMNS} for p in PRIZE_PARTS}}, meta['report']
+
+# %% ../nbs/00_data.ipynb #p24
+def _npy_alloc(tmp:Path):
+    "An `alloc(name, n, dtype)` that creates `tmp/name.npy`, memory-mapped for writing."
+    def alloc(name, n, dtype):
+        if n == 0: np.save(tmp/f'{name}.npy', np.empty(0, dtype)); return np.empty(0, dtype)
+        return np.lib.format.open_memmap(tmp/f'{name}.npy', mode='w+', dtype=dtype, shape=(n,))
+    return alloc
+
+def _publish(tmp:Path, where:Path, out:dict, report:dict):
+    "Flush the arrays, write `meta.json` last, rename `tmp` to `where`, remove the directory's older caches."
+    arrays = {'users': out['users'], 'movies': out['movies'], **{f'{p}.{c}': out[p][c] for p in PRIZE_PARTS for c in PRIZE_COLUMNS}}
+    for a in arrays.values():
+        if isinstance(a, np.memmap): a.flush()
+    (tmp/'meta.json').write_text(json.dumps({'shapes': {n: a.shape for n, a in arrays.items()}, 'report': report}))
+    try: os.replace(tmp, where)
+    except OSError: pass                 # another process published the same arrays first
+    for old in where.parent.glob(where.name.split('-')[0] + '-*'):
+        if old != where and '.tmp' not in old.name: shutil.rmtree(old, ignore_errors=True)
+
+def _parse_and_keep(d:Path, ids, paths, stats, where:Path|None, rating_scale, progress) -> tuple[dict, dict]:
+    "Parse the text into arrays: into a new cache directory `where` (and memory-map them back), or into memory."
+    sizes = [s.st_size for s in stats]
+    if where is None: return _parse_prize(d, ids, paths, sizes, rating_scale, lambda name, n, dtype: np.empty(n, dtype), progress)
+    where.parent.mkdir(parents=True, exist_ok=True)
+    tmp = where.with_name(f'{where.name}.tmp{os.getpid()}'); shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir()
+    try:
+        out, report = _parse_prize(d, ids, paths, sizes, rating_scale, _npy_alloc(tmp), progress)
+        _publish(tmp, where, out, report); del out
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+    return _load_cached(where)
+
+# %% ../nbs/00_data.ipynb #p25
+def read_prize(directory,             # holds `training_set/mv_*.txt`, and `probe.txt`, `movie_titles.txt` when present
+               cache=None,            # None: under `cache_dir()/'prize'`; a directory to keep caches in; False: parse, keep nothing
+               rating_scale=(1, 5),   # inclusive range of the (integer) ratings
+               progress:bool=False,   # a progress bar over the movie files (stderr)
+              ) -> PrizeArrays:
+    "The Netflix Prize layout as compact arrays, the probe's ratings taken out of training as the test set; cached."
+    d = Path(directory)
+    if not d.is_dir(): raise DataError(d, None, 'not a directory')
+    ids, paths, stats = _prize_files(d)
+    where = _cache_place(d, _prize_fingerprint(d, paths, stats, rating_scale), cache)
+    found = _load_cached(where) if where is not None else None
+    out, report = found or _parse_and_keep(d, ids, paths, stats, where, rating_scale, progress)
+    titles = read_movie_titles(d/'movie_titles.txt') if (d/'movie_titles.txt').exists() else None
+    if titles is not None: report = {**report, 'rated_movies_without_title': int((~_isin_ids(out['movies'], titles.movie_id.to_numpy())).sum())}
+    return PrizeArrays(out['users'], out['movies'], out['train'], out['test'], report, titles, str(d),
+                       None if where is None else str(where), cached=found is not None)
+
+def load_prize(directory,           # holds `training_set/mv_*.txt`, and `probe.txt`, `movie_titles.txt` when present
+               cache=None,          # see `read_prize`: None (the default place), a directory, or False (no cache)
+               rating_scale=(1, 5), # inclusive range of the (integer) ratings
+               progress:bool=False, # a progress bar over the movie files (stderr)
+              ) -> RatingData:
+    "The Netflix Prize as a `RatingData`: the training set minus the probe as train, the probe as test."
+    return read_prize(directory, cache, rating_scale, progress).rating_data()
+
 # %% ../nbs/00_data.ipynb #c093
-def check_dataset(path # a Netflix-format or MovieLens directory, or one ratings file
+def check_dataset(path, # a Netflix-format, Netflix Prize or MovieLens directory, or one ratings file
+                  progress:bool=False, # a progress bar while a Netflix Prize directory is parsed (stderr)
                  ) -> dict:
     "Load and validate `path`; a summary dict (raises `DataError` on a bad file)."
     path = Path(path)
     if not path.exists(): raise DataError(path, None, 'not found')
     if path.is_file(): data = load_ratings(path)
     elif (path/'netflix_train.txt').exists() or (path/'netflix_test.txt').exists(): data = load_netflix(path)
-    elif (path/'training_set').is_dir():
-        tr, te = read_netflix_prize(path); data = make_rating_data(tr, te, source=str(path))
+    elif (path/'training_set').is_dir(): data = load_prize(path, progress=progress)
     else:
         ratings, items = load_movielens(path)
         data = make_rating_data(ratings, None, items, source=str(path))

@@ -101,7 +101,7 @@ def _sorted_triples(u, i, r, n_movies:int):
     if len(key) > 1 and not (key[1:] >= key[:-1]).all():
         order = np.argsort(key, kind='stable')
         u, i, r = u[order], i[order], r[order]
-    return u, i, r
+    return tuple(a if a.flags.writeable else a.copy() for a in (u, i, r))   # read-only views (pandas 3) are copied once
 
 @dataclass
 class MFData:
@@ -452,7 +452,9 @@ def _mf_command(args) -> dict:
     history = output_path(args.history, '--history') if args.history else None    # before the work, not after
     try: mf_config(args.mode, **options)
     except (ValueError, TypeError) as e: raise SystemExit(f'recsys-nb mf: error: {e}')
-    data = data_from_args(args)
+    if args.prize and (args.data or args.train or args.test): raise SystemExit('recsys-nb mf: error: give --prize DIR or --data/--train, not both')
+    from recsys_nb.data import load_prize
+    data = load_prize(args.prize, progress=True) if args.prize else data_from_args(args)
     print(f'[mf] {args.backend} {args.mode} on {data!r}', file=sys.stderr, flush=True)
     out = evaluate_mf(data, args.backend, args.mode, **{'progress': True, **options})
     hist = out.pop('history')
@@ -469,6 +471,8 @@ def register_cli(sub):
                        description='Train matrix factorisation on a rating dataset and report train/test RMSE. '
                        "Unset options take the defaults of the mode (recsys_nb.mf.MODE_DEFAULTS).")
     add_data_args(p)
+    p.add_argument('--prize', metavar='DIR', help="the Netflix Prize's layout (training_set/, probe.txt): trained on training "
+                   "minus probe, tested on the probe, as the Prize did")
     p.add_argument('--backend', choices=list(BACKENDS), default='torch', help='framework that trains (default torch)')
     p.add_argument('--mode', choices=list(MODES), default='sparse', help='dense: the full matrix (the course); sparse: '
                    'observed ratings only; als: alternating least squares; bayes: Gibbs-sampled Bayesian MF (default sparse)')
