@@ -20,7 +20,7 @@ __all__ = ['MODES', 'MF_CHOICES', 'MODE_DEFAULTS', 'RESUME_MAY_CHANGE', 'BACKEND
            'run_trainer', 'train_mf', 'fold_in_factors', 'MF', 'evaluate_mf', 'register_cli']
 
 # %% ../nbs/03_mf.ipynb #c007
-MODES = ('dense', 'sparse', 'als', 'bayes')
+MODES = ('dense', 'sparse', 'als', 'bayes', 'sgd')
 MF_CHOICES = dict(mode=MODES, reg=('decay', 'l2'), optimizer=('adamw', 'adam', 'sgd'),
                   schedule=('constant', 'cosine', 'exponential'), dtype=('float32', 'float64'))   # the allowed values
 
@@ -81,9 +81,11 @@ MODE_DEFAULTS = {
                    optimizer='adam', clip=True),
     'als':    dict(k=50, lmd=0.1, tol=1e-5, max_epochs=30, init_std=0.1, biased=True, reg='l2', clip=True),
     'bayes':  dict(k=10, tol=0.0, max_epochs=120, burn_in=20, init_std=0.1, biased=True, clip=True),
+    'sgd':    dict(k=50, lmd=0.015, lr=0.05, tol=1e-5, max_epochs=20, init_std=0.02, biased=True, reg='l2',
+                   optimizer='sgd', clip=True),
 }
 
-def mf_config(mode:str='dense', # 'dense', 'sparse', 'als' or 'bayes'
+def mf_config(mode:str='dense', # 'dense', 'sparse', 'als', 'bayes' or 'sgd'
               **overrides, # any `MFConfig` field
              ) -> MFConfig:
     "The defaults of `mode` (`MODE_DEFAULTS`) with `overrides` applied, validated."
@@ -292,7 +294,8 @@ def train_mf(config:MFConfig, # the run's settings
             ) -> MFRun:
     "Train with the JAX or the PyTorch trainer."
     if backend not in BACKENDS: raise ValueError(f"backend must be 'jax' or 'torch', got {backend!r}")
-    if backend == 'jax': from recsys_nb.mf_jax import train_and_evaluate
+    if config.mode == 'sgd': from recsys_nb.mf_sgd import train_and_evaluate    # Numba for both: XLA has no lock-free parallel SGD
+    elif backend == 'jax': from recsys_nb.mf_jax import train_and_evaluate
     else: from recsys_nb.mf_torch import train_and_evaluate
     return train_and_evaluate(config, data, **kwargs)
 
@@ -475,7 +478,7 @@ def register_cli(sub):
                    "minus probe, tested on the probe, as the Prize did")
     p.add_argument('--backend', choices=list(BACKENDS), default='torch', help='framework that trains (default torch)')
     p.add_argument('--mode', choices=list(MODES), default='sparse', help='dense: the full matrix (the course); sparse: '
-                   'observed ratings only; als: alternating least squares; bayes: Gibbs-sampled Bayesian MF (default sparse)')
+                   'observed ratings only; als: alternating least squares; bayes: Gibbs-sampled Bayesian MF; sgd: parallel SGD (default sparse)')
     add_options(p.add_argument_group('MFConfig'), MFConfig, exclude=('mode',), choices=MF_CHOICES,
                 per_mode={k for d in MODE_DEFAULTS.values() for k in d})
     p.add_argument('--history', metavar='CSV', help='write the per-epoch history to this CSV file')
