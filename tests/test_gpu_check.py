@@ -1,6 +1,6 @@
 """`make gpu-check` (scripts/gpu_check.py): the dry run names every check; a check's subprocess, JSON and time-out
 machinery works here (the `env` check, which needs no GPU); without a GPU nothing is measured."""
-import importlib.util, json, subprocess, sys
+import importlib.util, json, os, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +28,9 @@ def test_a_check_runs_in_its_subprocess():
 
 def test_make_target_without_a_gpu(tmp_path):
     if gc.has_gpu(): return                                     # on a GPU machine this would run the real check
-    r = subprocess.run(['make', 'gpu-check', f'ARGS=--out {tmp_path}/g.json'], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k not in ('MAKEFLAGS', 'MAKELEVEL', 'MFLAGS')}   # also when run by `make test`
+    r = subprocess.run(['make', '--no-print-directory', 'gpu-check', f'ARGS=--out {tmp_path}/g.json'], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     rep = json.loads(r.stdout.strip().splitlines()[-1])
     assert rep['dry_run'] and not rep['gpu'] and 'no NVIDIA GPU here' in r.stderr

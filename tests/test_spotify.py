@@ -252,5 +252,5 @@ def test_cli_refuses_to_mix_runs(tmp_path, tiny):
     args = ('spotify', 'train', '--data', tiny, '--out', tmp_path, '--steps', '10', '--eval-every', '0', '--no-baselines')
     assert cli(*args).returncode == 0
     r = cli(*args, '--learning-rate', '0.5')
-    assert r.returncode == 1 and 'other settings or data (learning_rate)' in r.stderr and 'Traceback' not in r.stderr
+    assert r.returncode == 2 and 'other settings or data (learning_rate)' in r.stderr and 'Traceback' not in r.stderr
     assert cli(*args, '--learning-rate', '0.5', '--fresh').returncode == 0
