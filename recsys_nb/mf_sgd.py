@@ -288,7 +288,8 @@ class SGDMFTrainer(MFTrainerBase):
 
     def _arrays(self) -> dict:
         "Views of the state's arrays: the unpadded factors, the biases and (adaptive) the rate sums."
-        k, a = self.cfg.k, dict(U=self._U[:, :self.cfg.k], V=self._V[:, :self.cfg.k])
+        k = self.cfg.k
+        a = dict(U=self._U[:, :k], V=self._V[:, :k])
         if self.cfg.biased: a.update(bu=self.bu, bi=self.bi)
         if self.adaptive: a.update(Gu=self.Gu, Gv=self.Gv)
         return a

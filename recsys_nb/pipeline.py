@@ -182,7 +182,7 @@ def results_table(st:RunState) -> str:
         s = study_summary(st.study)
         lines.append(f"\nsearch: {s['n_complete']} complete, {s['n_pruned']} pruned; best validation RMSE "
                      f"{s['best_value']:.4f} with {s['best_params']} (test RMSE {s.get('best_attrs', {}).get('test_rmse', float('nan')):.4f})"
-                     if s['best_value'] is not None else f"\nsearch: no completed trial")
+                     if s['best_value'] is not None else '\nsearch: no completed trial')
         for name, edge in (s.get('at_edge') or {}).items():
             lines.append(f"note: the best {name} lies at the {edge} edge of its search range; a wider range may do better")
     if st.analysis: lines += ['', *('- ' + c for c in st.analysis['conclusions'])]
