@@ -18,7 +18,7 @@ PIP_LINES := 2> >(grep -v -E '^WARNING: (Location|Retrying)|Could not fetch URL'
 STAMP := $(VENV)/.installed
 export PIP_NO_WARN_SCRIPT_LOCATION=1
 
-.PHONY: setup run test check-sync proc-check nbtest pytest gpu-check export docs docs-deps readme screenshots bench clean
+.PHONY: setup run test check-sync proc-check nbtest pytest postgres gpu-check export docs docs-deps readme screenshots bench clean
 
 setup: $(STAMP)
 
@@ -48,8 +48,22 @@ check-sync: $(STAMP)
 nbtest: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" XLA_PYTHON_CLIENT_PREALLOCATE=false nbdev_test --n_workers 2 --timing --do_print
 
-pytest: $(STAMP)
+pytest: $(STAMP) postgres
 	$(BIN)/python -m pytest -q tests
+
+# The search's tests against a real PostgreSQL server need Debian's server programs (initdb, pg_ctl); each test starts
+# its own throwaway cluster in a temporary folder and stops it. As root with apt-get they are installed here (without
+# Debian's default cluster, so that no server is left running); otherwise those tests are skipped and say why.
+PG_FOUND = $(shell command -v initdb || ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null)
+postgres:
+	@if [ -n "$(PG_FOUND)" ]; then echo ">> PostgreSQL server programs found (for the database tests)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo ">> installing Debian's postgresql for the database tests (about a minute; log: build/apt.log)"; mkdir -p build; \
+	  mkdir -p /etc/postgresql-common/createcluster.d && echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/recsys-nb.conf; \
+	  apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql >>build/apt.log 2>&1; }; \
+	  { apt_install || { apt-get update -q >>build/apt.log 2>&1 && apt_install; }; } && echo ">> installed" \
+	    || echo ">> could not install postgresql (see build/apt.log): the database tests will be skipped"; \
+	else echo ">> PostgreSQL's server is not installed and cannot be installed by this user: the database tests will be skipped"; fi
 
 # nbdev's own processing of the notebooks (the first half of nbdev_docs, what Quarto is given): every show_doc and
 # every cell nbdev runs to make them is executed, so the Quarto route is checked here too, where Quarto is absent.

@@ -166,7 +166,10 @@ def _rdb_storage(url:str, heartbeat:int, tries:int=6, **kw) -> optuna.storages.R
             racing = isinstance(e, sqlalchemy.exc.IntegrityError) or 'already exists' in str(e)
             if not racing or attempt == tries - 1: raise TuningError(f"cannot open storage {url}: {_reason(e)}") from None
             time.sleep((0.05 + 0.1 * random.random()) * 2 ** attempt)
-        except ImportError as e: raise TuningError(f"cannot open storage {url}: {e}") from None   # a missing database driver
+        except ImportError as e:                          # a missing database driver
+            psycopg = url.split('://')[0] in ('postgresql', 'postgresql+psycopg')
+            hint = '; pip install "recsys_nb[postgres]" installs psycopg 3, the driver it needs' if psycopg else ''
+            raise TuningError(f"cannot open storage {url}: {_reason(e)}{hint}") from None
 
 def open_storage(storage=None, # None, a path, 'journal:PATH', a database URL, or an Optuna storage object
                  heartbeat:int=HEARTBEAT, # heartbeat interval in seconds (SQLite files and database servers)
