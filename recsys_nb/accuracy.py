@@ -4,6 +4,7 @@
 
 # %% ../nbs/08_accuracy.ipynb #2a038a2b
 from __future__ import annotations
+from typing import Callable
 import math, time
 import numpy as np
 import pandas as pd
@@ -11,9 +12,11 @@ import scipy.sparse as sp
 from numba import njit
 from fastcore.basics import patch
 from .estimator import Estimator, rating_arrays
+from .mf import MFConfig, MFData, MFRun, MFTrainerBase, as_mf_data, run_trainer
 
 # %% auto #0
-__all__ = ['IMPLICIT', 'OUTPUTS', 'HEADS', 'sample_normal_wishart', 'BayesSVDpp', 'NeuralMF']
+__all__ = ['SVDPP_MODES', 'OUTPUTS', 'HEADS', 'sample_normal_wishart', 'implicit_matrix', 'GibbsSVDppTrainer',
+           'train_and_evaluate', 'NeuralMF']
 
 # %% ../nbs/08_accuracy.ipynb #dcc0a65c
 @njit(cache=True)
@@ -93,7 +96,7 @@ def sample_normal_wishart(rng, X:np.ndarray, beta0:float=2.0) -> tuple:
     return N * xbar / beta + np.linalg.solve(L.T, rng.standard_normal(d)), Lam
 
 # %% ../nbs/08_accuracy.ipynb #0b7c8f90
-IMPLICIT = ('none', 'user', 'flipped')
+SVDPP_MODES = {'svdpp': 'user', 'svdpp_flipped': 'flipped'}   # mode → implicit feedback: users' (SVD++), or users' and items'
 
 def _csr(rows, cols, n):
     "(indptr, column indices, order) of the pairs grouped by row, stable."
@@ -103,134 +106,169 @@ def _csr(rows, cols, n):
 
 def _rowdot(A, B): return np.einsum('ij,ij->i', A, B)
 
-class BayesSVDpp(Estimator):
-    "Bayesian SVD++ (and its flipped variant, and plain BPMF) by Gibbs sampling, with Normal-Wishart hyperpriors."
-    def __init__(self, k:int=32, # latent factors
-                 implicit:str='user', # 'none' (BPMF), 'user' (SVD++: the items each user rated) or 'flipped' (also the users of each item)
-                 sweeps:int=200, # Gibbs sweeps
-                 burn_in:int=50, # sweeps discarded before predictions are averaged
-                 thin:int=1, # keep every `thin`-th sample after burn-in
-                 alpha:float|None=None, # noise precision; None: sampled (Gamma(1, 1) prior)
-                 init_std:float=0.1, # standard deviation of the initial factors
-                 clip:bool=True, # clip predictions to the training rating range
-                 seed:int=0):
-        if implicit not in IMPLICIT: raise ValueError(f'implicit must be one of {IMPLICIT}, got {implicit!r}')
-        if not (k >= 1 and sweeps > burn_in >= 0 and thin >= 1): raise ValueError('need k >= 1, sweeps > burn_in >= 0, thin >= 1')
-        self.k, self.implicit, self.sweeps, self.burn_in, self.thin = k, implicit, sweeps, burn_in, thin
-        self.alpha, self.init_std, self.clip, self.seed = alpha, init_std, clip, seed
-
-    def fit(self, ratings, *, implicit_pairs=None, # (users, items) or a DataFrame of pairs known to exist, ratings unknown (e.g. the test pairs)
-            eval_ratings=None, # ratings whose RMSE is logged every sweep in `history_`, never used to choose anything
-            user=None, item=None, rating='rating', progress:bool=False):
-        "Sample the posterior from `ratings`; N(u) = the user's rated items plus `implicit_pairs`."
-        self._columns = dict(user=user, item=item)
-        return super().fit(ratings, user=user, item=item, rating=rating, implicit_pairs=implicit_pairs,
-                           eval_ratings=eval_ratings, progress=progress)
+def implicit_matrix(data:MFData, # the run's triples and implicit pairs
+                    include_test:bool=False, # add the test pairs (not their ratings)
+                   ) -> sp.csr_matrix:
+    "The users × movies 0/1 matrix N of known pairs: train, validation, `data.implicit` and (`include_test`) test."
+    parts = [p for p in (data.train, data.val, data.implicit, data.test if include_test else None) if p is not None]
+    u, i = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    N = sp.csr_matrix((np.ones(len(u)), (u, i)), shape=(data.n_users, data.n_movies))
+    N.data[:] = 1.0
+    N.indptr, N.indices = N.indptr.astype(np.int64), N.indices.astype(np.int64)
+    return N
 
 # %% ../nbs/08_accuracy.ipynb #48550fa9
-@patch
-def _implicit_matrix(self:BayesSVDpp, u, i, pairs) -> sp.csr_matrix:
-    "The users × items 0/1 matrix N: the training pairs plus the `pairs` whose user and item the model knows."
-    nu, ni = len(self.users_), len(self.items_)
-    self.implicit_dropped_ = 0
-    if pairs is not None:
-        pu, pi, _ = rating_arrays(pairs, **self._columns, rating=None)
-        cu, ci = self.users_.index(pu, missing=-1), self.items_.index(pi, missing=-1)
-        keep = (cu >= 0) & (ci >= 0)
-        self.implicit_dropped_ = int((~keep).sum())
-        u, i = np.r_[u, cu[keep]], np.r_[i, ci[keep]]
-    N = sp.csr_matrix((np.ones(len(u)), (u, i)), shape=(nu, ni))
-    N.data[:] = 1.0
-    return N
+class GibbsSVDppTrainer(MFTrainerBase):
+    "Bayesian SVD++ by Gibbs sampling (NumPy and Numba), with Normal-Wishart hyperpriors: the trainer of modes 'svdpp' and 'svdpp_flipped'."
+    backend = 'numba'
+    BLOCKS = ('TU', 'TI', 'Y', 'Z', 'ybar', 'zbar')   # (p, b) per user and (q, b) per item, the implicit vectors y and z, their sums
+
+    def __init__(self, config:MFConfig, # the run's settings (`mf_config('svdpp', ...)`)
+                 data:MFData, # the triples (and implicit pairs)
+                 init:dict|None=None, # initial factors {'U', 'V', 'bu', 'bi'} (NumPy)
+                ):
+        cfg = self._derive(config, data)
+        if cfg.mode not in SVDPP_MODES: raise ValueError(f"GibbsSVDppTrainer trains modes {tuple(SVDPP_MODES)}, not {cfg.mode!r}")
+        if not cfg.biased: raise ValueError(f"mode {cfg.mode!r} is biased MF: biased=False is not supported")
+        self.implicit, k, nu, ni = SVDPP_MODES[cfg.mode], cfg.k, data.n_users, data.n_movies
+        u, i, r = data.train
+        self.r = r.astype(np.float64)
+        self.uptr, self.ui, uo = _csr(u, i, nu); self.uu, self.ur = u[uo].astype(np.int64), self.r[uo]   # grouped by user
+        self.iptr, self.iu, io = _csr(i, u, ni); self.ii, self.ir = i[io].astype(np.int64), self.r[io]   # and by item
+        self.N = implicit_matrix(data, cfg.implicit_test)
+        self.Nt = self.N.T.tocsr(); self.Nt.indptr, self.Nt.indices = self.Nt.indptr.astype(np.int64), self.Nt.indices.astype(np.int64)
+        self.cu, self.ci = (1 / np.sqrt(np.maximum(np.diff(M.indptr), 1)) for M in (self.N, self.Nt))
+        rng = np.random.default_rng(cfg.seed)
+        self.TU, self.TI = rng.normal(0, cfg.init_std, (nu, k + 1)), rng.normal(0, cfg.init_std, (ni, k + 1))
+        self.TU[:, k] = self.TI[:, k] = 0
+        self.Y, self.Z, self.ybar, self.zbar = np.zeros((ni, k)), np.zeros((nu, k)), np.zeros((nu, k)), np.zeros((ni, k))
+        self.hyp = {s: (np.zeros(n), np.eye(n)) for s, n in (('U', k + 1), ('I', k + 1), ('Y', k), ('Z', k))}
+        self.alpha, self.samples = 2.0, []
+        self._sets = {name: getattr(data, name) for name in ('val', 'test') if getattr(data, name) is not None}
+        self.sums = {name: np.zeros(len(t[0])) for name, t in {'train': data.train, **self._sets}.items()}
+        if init is not None: self.set_factors(init)
+        self._current = self._sample()
+
+    def _sample(self) -> dict:
+        "The current draw as a model: effective factors p̃ = p + ȳ, q̃ = q + z̄ and the biases (float32)."
+        k = self.cfg.k
+        return {'U': (self.TU[:, :k] + self.ybar).astype(np.float32), 'V': (self.TI[:, :k] + self.zbar).astype(np.float32),
+                'bu': self.TU[:, k].astype(np.float32), 'bi': self.TI[:, k].astype(np.float32)}
 
 # %% ../nbs/08_accuracy.ipynb #9c526e23
 @patch
-def _fit_codes(self:BayesSVDpp, u, i, r, implicit_pairs=None, eval_ratings=None, progress=False):
-    "Gibbs sweeps: users' (p, b), the y's, items' (q, b), the z's, α and the four Normal-Wishart priors."
-    rng, k = np.random.default_rng(self.seed), self.k
-    nu, ni, n = len(self.users_), len(self.items_), len(r)
-    r = r.astype(np.float64); mu = r.mean()
-    self.mu_, self.rating_range_ = float(mu), (float(r.min()), float(r.max()))
-    uptr, ui, uo = _csr(u, i, nu); uu, ur = u[uo].astype(np.int64), r[uo]          # ratings grouped by user
-    iptr, iu, io = _csr(i, u, ni); ii, ir = i[io].astype(np.int64), r[io]          # and by item
-    N = self._implicit_matrix(u, i, implicit_pairs) if self.implicit != 'none' else sp.csr_matrix((nu, ni))
-    Nt = N.T.tocsr()
-    cu = 1 / np.sqrt(np.maximum(np.diff(N.indptr), 1)); ci = 1 / np.sqrt(np.maximum(np.diff(Nt.indptr), 1))
-    TU, TI = rng.normal(0, self.init_std, (nu, k + 1)), rng.normal(0, self.init_std, (ni, k + 1))
-    TU[:, k] = TI[:, k] = 0
-    Y, Zf = np.zeros((ni, k)), np.zeros((nu, k))               # implicit vectors: y_j per item, z_v per user
-    ybar, zbar = np.zeros((nu, k)), np.zeros((ni, k))
-    hyp = {s: (np.zeros(d), np.eye(d)) for s, d in (('U', k + 1), ('I', k + 1), ('Y', k), ('Z', k))}
-    alpha = self.alpha or 2.0
-    ev = None
-    if eval_ratings is not None:
-        eu, ei, er = rating_arrays(eval_ratings, **self._columns)
-        eu, ei = self.codes(eu, ei); ev = (eu, ei, er, np.zeros(len(er)))
-    self.samples_, self.history_, kept = [], [], 0
+def step(self:GibbsSVDppTrainer, epoch:int) -> dict:
+    "One Gibbs sweep: users' (p, b), the y's, items' (q, b), the z's, α and the four Normal-Wishart priors; keep the draw after burn-in."
+    cfg, k, mu, alpha = self.cfg, self.cfg.k, self.mu, self.alpha
+    rng = np.random.default_rng([cfg.seed, epoch])           # the seed and the sweep fix the draws: a resume repeats them
+    nu, ni = len(self.TU), len(self.TI)
+    ur, ui, uu, ir, iu, ii = self.ur, self.ui, self.uu, self.ir, self.iu, self.ii
     ones_i, ones_u = np.ones((ni, 1)), np.ones((nu, 1))
-    sweeps = range(self.sweeps)
-    if progress: from tqdm.auto import tqdm; sweeps = tqdm(sweeps, desc=f'bayes {self.implicit}')
-    for s in sweeps:
-        P, bu, Q, bi = TU[:, :k], TU[:, k], TI[:, :k], TI[:, k]
-        qt = Q + zbar
-        t = ur - mu - bi[ui] - _rowdot(ybar[uu], qt[ui])
-        _sample_rows(uptr, ui, t, np.hstack([qt, ones_i]), *hyp['U'], alpha, rng.standard_normal((nu, k + 1)), TU)
-        if self.implicit != 'none':
-            e = ur - mu - bu[uu] - bi[ui] - _rowdot((P + ybar)[uu], qt[ui])
-            S, g = _gram(uptr, ui, e, qt)
-            _sample_implicit(Nt.indptr, Nt.indices, cu, S, g, Y, ybar, *hyp['Y'], alpha, rng.standard_normal((ni, k)))
-        pt = P + ybar
-        t = ir - mu - bu[iu] - _rowdot(pt[iu], zbar[ii])
-        _sample_rows(iptr, iu, t, np.hstack([pt, ones_u]), *hyp['I'], alpha, rng.standard_normal((ni, k + 1)), TI)
-        if self.implicit == 'flipped':
-            e = ir - mu - bu[iu] - bi[ii] - _rowdot(pt[iu], (Q + zbar)[ii])
-            S, g = _gram(iptr, iu, e, pt)
-            _sample_implicit(N.indptr, N.indices, ci, S, g, Zf, zbar, *hyp['Z'], alpha, rng.standard_normal((nu, k)))
-        qt = Q + zbar
-        sse = float(((ur - mu - bu[uu] - bi[ui] - _rowdot(pt[uu], qt[ui])) ** 2).sum())
-        if self.alpha is None: alpha = rng.gamma(1 + n / 2, 1 / (1 + sse / 2))
-        hyp['U'], hyp['I'] = sample_normal_wishart(rng, TU), sample_normal_wishart(rng, TI)
-        if self.implicit != 'none': hyp['Y'] = sample_normal_wishart(rng, Y)
-        if self.implicit == 'flipped': hyp['Z'] = sample_normal_wishart(rng, Zf)
-        row = {'sweep': s + 1, 'train_rmse': math.sqrt(sse / n), 'alpha': float(alpha)}
-        if s >= self.burn_in and (s - self.burn_in) % self.thin == 0:
-            f = {'U': pt.astype(np.float32), 'bu': bu.astype(np.float32), 'V': qt.astype(np.float32), 'bi': bi.astype(np.float32)}
-            self.samples_.append(f); kept += 1
-            if ev is not None:
-                ev[3][:] += self._sample_pred(f, ev[0], ev[1])
-                p = ev[3] / kept
-                row['eval_rmse'] = float(np.sqrt(np.mean(((np.clip(p, *self.rating_range_) if self.clip else p) - ev[2]) ** 2)))
-        self.history_.append(row)
+    P, bu, Q, bi = self.TU[:, :k], self.TU[:, k], self.TI[:, :k], self.TI[:, k]    # views: the draws below update them
+    qt = Q + self.zbar
+    t = ur - mu - bi[ui] - _rowdot(self.ybar[uu], qt[ui])
+    _sample_rows(self.uptr, ui, t, np.hstack([qt, ones_i]), *self.hyp['U'], alpha, rng.standard_normal((nu, k + 1)), self.TU)
+    e = ur - mu - bu[uu] - bi[ui] - _rowdot((P + self.ybar)[uu], qt[ui])
+    S, g = _gram(self.uptr, ui, e, qt)
+    _sample_implicit(self.Nt.indptr, self.Nt.indices, self.cu, S, g, self.Y, self.ybar, *self.hyp['Y'], alpha, rng.standard_normal((ni, k)))
+    pt = P + self.ybar
+    t = ir - mu - bu[iu] - _rowdot(pt[iu], self.zbar[ii])
+    _sample_rows(self.iptr, iu, t, np.hstack([pt, ones_u]), *self.hyp['I'], alpha, rng.standard_normal((ni, k + 1)), self.TI)
+    if self.implicit == 'flipped':
+        e = ir - mu - bu[iu] - bi[ii] - _rowdot(pt[iu], (Q + self.zbar)[ii])
+        S, g = _gram(self.iptr, iu, e, pt)
+        _sample_implicit(self.N.indptr, self.N.indices, self.ci, S, g, self.Z, self.zbar, *self.hyp['Z'], alpha, rng.standard_normal((nu, k)))
+    qt = Q + self.zbar
+    sse = float(((ur - mu - bu[uu] - bi[ui] - _rowdot(pt[uu], qt[ui])) ** 2).sum())
+    n = len(ur)
+    self.alpha = float(rng.gamma(1 + n / 2, 1 / (1 + sse / 2)))
+    self.hyp['U'], self.hyp['I'] = sample_normal_wishart(rng, self.TU), sample_normal_wishart(rng, self.TI)
+    self.hyp['Y'] = sample_normal_wishart(rng, self.Y)
+    if self.implicit == 'flipped': self.hyp['Z'] = sample_normal_wishart(rng, self.Z)
+    self._current = self._sample()
+    if epoch >= cfg.burn_in:
+        self.samples.append(self._current)
+        for name, s in self.sums.items(): s += self._pred(self._current, *self._triples(name)[:2])
+    return {'loss': 0.5 * sse / n, 'train_rmse': math.sqrt(sse / n)}
+
+@patch
+def _pred(self:GibbsSVDppTrainer, f:dict, u, i) -> np.ndarray:
+    "μ + b_u + b_i + p̃_u·q̃_i of one draw at codes."
+    return self.mu + f['bu'][u].astype(np.float64) + f['bi'][i] + _rowdot(f['U'][u].astype(np.float64), f['V'][i])
+
+@patch
+def _triples(self:GibbsSVDppTrainer, name:str) -> tuple:
+    if name == 'train': return self.data.train
+    if name in self._sets: return self._sets[name]
+    raise KeyError(f"no {name!r} set")
+
+@patch
+def rmse(self:GibbsSVDppTrainer, name:str) -> float:
+    "RMSE on 'train', 'val' or 'test' of the average over the kept draws (the current draw before burn-in ends)."
+    u, i, r = self._triples(name)
+    p = self.sums[name] / len(self.samples) if self.samples else self._pred(self._current, u, i)
+    if self.cfg.clip: p = np.clip(p, self.lo, self.hi)
+    return float(np.sqrt(np.mean((p - r) ** 2)))
+
+@patch
+def predict(self:GibbsSVDppTrainer, users, movies) -> np.ndarray:
+    "Predicted ratings at dense indices: the average over the kept draws, clipped when `config.clip`."
+    u, i = np.asarray(users, np.int64), np.asarray(movies, np.int64)
+    p = sum(self._pred(f, u, i) for f in self.samples or [self._current]) / max(len(self.samples), 1)
+    return np.clip(p, self.lo, self.hi) if self.cfg.clip else p
 
 # %% ../nbs/08_accuracy.ipynb #119ae9ff
-@patch
-def _sample_pred(self:BayesSVDpp, f:dict, u, i) -> np.ndarray:
-    "μ + b_u + b_i + p̃_u·q̃_i of one sample at codes (an unknown user's or item's terms are 0)."
-    ku, ki = u < len(f['U']), i < len(f['V'])
-    uu, ii = np.where(ku, u, 0), np.where(ki, i, 0)
-    return self.mu_ + f['bu'][uu] * ku + f['bi'][ii] * ki + _rowdot(f['U'][uu], f['V'][ii]) * (ku & ki)
+@patch(as_prop=True)
+def model(self:GibbsSVDppTrainer) -> dict: return self.factors()
 
 @patch
-def _predict_codes(self:BayesSVDpp, u, i):
-    ku, ki = u < len(self.users_), i < len(self.items_)
-    out = sum(self._sample_pred(f, u, i) for f in self.samples_) / len(self.samples_)
-    if self.clip: out = np.clip(out, *self.rating_range_)
-    fb = {'unknown_user': int((~ku).sum()), 'unknown_item': int((ku & ~ki).sum())}
-    return out, {**fb, 'total': sum(fb.values())}
+def factors(self:GibbsSVDppTrainer) -> dict:
+    "The posterior mean of the kept draws (the current draw before burn-in ends): U, V, bu, bi and mu."
+    fs = self.samples or [self._current]
+    return {**{x: np.mean([f[x] for f in fs], 0, dtype=np.float64).astype(np.float32) for x in ('U', 'V', 'bu', 'bi')}, 'mu': float(self.mu)}
 
 @patch
-def _fold_in_codes(self:BayesSVDpp, u, i, r, n_old):
-    raise NotImplementedError('BayesSVDpp cannot fold in new users: refit with their ratings')
+def set_factors(self:GibbsSVDppTrainer, init:dict):
+    "Start from factors {'U', 'V', 'bu', 'bi'} (others ignored): they become p and q, with zero implicit vectors."
+    k = self.cfg.k
+    for x, (T, col) in {'U': (self.TU, slice(0, k)), 'V': (self.TI, slice(0, k)), 'bu': (self.TU, k), 'bi': (self.TI, k)}.items():
+        if x not in init: continue
+        if np.shape(init[x]) != np.shape(T[:, col]): raise ValueError(f"init[{x!r}] has shape {np.shape(init[x])}, expected {np.shape(T[:, col])}")
+        T[:, col] = init[x]
+    self.Y[:], self.Z[:], self.ybar[:], self.zbar[:] = 0, 0, 0, 0
+    self._current = self._sample()
 
 @patch
-def _state(self:BayesSVDpp):
-    arrays = {k: np.stack([f[k] for f in self.samples_]) for k in ('U', 'bu', 'V', 'bi')}
-    return {'mu': self.mu_, 'rating_range': list(self.rating_range_)}, arrays
+def get_state(self:GibbsSVDppTrainer) -> dict:
+    "Copies of everything the chain needs to go on (arrays only): what checkpoints and early stopping keep."
+    return {**{b: getattr(self, b).copy() for b in self.BLOCKS}, 'alpha': np.float64(self.alpha),
+            'hyp': {s: (m.copy(), L.copy()) for s, (m, L) in self.hyp.items()},
+            'sums': {n: s.copy() for n, s in self.sums.items()},
+            'samples': {x: np.stack([f[x] for f in self.samples]) for x in ('U', 'V', 'bu', 'bi')} if self.samples else {}}
 
 @patch
-def _load_state(self:BayesSVDpp, meta, arrays):
-    self.mu_, self.rating_range_ = meta['mu'], tuple(meta['rating_range'])
-    self.samples_ = [{k: arrays[k][s] for k in ('U', 'bu', 'V', 'bi')} for s in range(len(arrays['U']))]
+def set_state(self:GibbsSVDppTrainer, saved:dict) -> GibbsSVDppTrainer:
+    "Restore `get_state()` output; refuse one of other shapes."
+    for b in self.BLOCKS:
+        if np.shape(saved[b]) != getattr(self, b).shape: raise ValueError(f"state[{b!r}] has shape {np.shape(saved[b])}, expected {getattr(self, b).shape}")
+        getattr(self, b)[...] = saved[b]
+    self.alpha = float(saved['alpha'])
+    self.hyp = {s: (np.array(m), np.array(L)) for s, (m, L) in saved['hyp'].items()}
+    self.sums = {n: np.array(s) for n, s in saved['sums'].items()}
+    sm = saved['samples']
+    self.samples = [{x: np.array(sm[x][j]) for x in ('U', 'V', 'bu', 'bi')} for j in range(len(sm['U']))] if len(sm) else []
+    self._current = self._sample()
+    return self
+
+def train_and_evaluate(config:MFConfig, # the run's settings (`mf_config('svdpp', ...)`)
+                       data, # a `RatingData` (its test set is reported, never used to choose) or an `MFData`
+                       *,
+                       init:dict|None=None, # initial factors (NumPy)
+                       callback:Callable|None=None, # callback(epoch, metrics, trainer) -> True to stop
+                      ) -> MFRun:
+    "Bayesian SVD++ by Gibbs sampling with `recsys_nb.train.fit` (sweeps, early stopping, checkpoints): `train_mf` of the svdpp modes."
+    config = config.validate()
+    return run_trainer(GibbsSVDppTrainer(config, as_mf_data(data, config.val_frac, config.seed), init), callback)
 
 # %% ../nbs/08_accuracy.ipynb #0bf31267
 OUTPUTS, HEADS = ('linear', 'sigmoid'), ('dot', 'mlp')
@@ -261,8 +299,8 @@ class NeuralMF(Estimator):
         self.k, self.lmd, self.gamma, self.output, self.head, self.hidden = k, lmd, gamma, output, head, hidden
         self.lr, self.epochs, self.clip, self.seed = lr, epochs, clip, seed
 
-    def fit(self, ratings, *, eval_ratings=None, # ratings whose RMSE is logged every epoch in `history_`
-            user=None, item=None, rating='rating'):
+    def fit(self, ratings, *, eval_ratings:pd.DataFrame|tuple|None=None, # ratings whose RMSE is logged every epoch in `history_`
+            user:str|None=None, item:str|None=None, rating='rating'):
         "Train on `ratings`; `history_` holds the loss (and the RMSE of `eval_ratings`) per epoch."
         self._columns = dict(user=user, item=item)
         return super().fit(ratings, user=user, item=item, rating=rating, eval_ratings=eval_ratings)

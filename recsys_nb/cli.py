@@ -72,10 +72,19 @@ def _data_check(args) -> dict:
     out['seconds'] = round(time.time() - t0, 2)
     return out
 
+def _data_u_splits(args) -> dict:
+    from recsys_nb.splits import write_movielens_u_splits
+    folds = sorted(set(args.folds))
+    if not set(folds) <= set(range(1, 6)): raise SystemExit(f'recsys-nb data u-splits: error: --folds must be among 1…5, not {folds}')
+    t0 = time.time()
+    paths = write_movielens_u_splits(args.u_data, args.out, folds)
+    return {'u_data': str(args.u_data), 'out': str(args.out), 'files': {p.name: p.stat().st_size for p in paths},
+            'seconds': round(time.time() - t0, 2)}
+
 def _register_data(sub):
     from recsys_nb.options import add_progress_arg
     p = sub.add_parser('data', help=COMMANDS['data'][1], description='Synthesise and check rating datasets.')
-    dsub = p.add_subparsers(dest='data_command', metavar='{synth,check}', required=True)
+    dsub = p.add_subparsers(dest='data_command', metavar='{synth,check,u-splits}', required=True)
     s = dsub.add_parser('synth', help='write a synthetic dataset in a real file format')
     s.add_argument('format', choices=list(_SYNTH_SIZES), help='file format to write')
     s.add_argument('--size', help='; '.join(f'{f}: {c} (default {d})' for f, (d, c) in _SYNTH_SIZES.items()))
@@ -88,6 +97,12 @@ def _register_data(sub):
                    '(a Prize directory is parsed once and cached under the cache directory)')
     c.add_argument('--json', action='store_true', help='print the result as one JSON object on stdout (the table goes to stderr)')
     add_progress_arg(c); c.set_defaults(func=_data_check)
+    u = dsub.add_parser('u-splits', help="write MovieLens 100K's canonical splits u1.base/u1.test … u5 from u.data")
+    u.add_argument('u_data', metavar='U_DATA', help="MovieLens 100K's u.data")
+    u.add_argument('--out', required=True, metavar='DIR', help='output directory (created)')
+    u.add_argument('--folds', type=int, nargs='+', default=[1, 2, 3, 4, 5], help='which splits (default all five)')
+    u.add_argument('--json', action='store_true', help='print the result as one JSON object on stdout (the table goes to stderr)')
+    u.set_defaults(func=_data_u_splits)
 
 # %% ../nbs/90_cli.ipynb #c014
 def register_cli(sub):

@@ -527,7 +527,7 @@ def load_netflix(directory,            # holds the course's four files (movie_ti
         data.report['rated_movies_without_title'] = int((~_isin_ids(data.movies.ids, titles.movie_id.to_numpy())).sum())
     return data
 
-def load_ratings(train_path, test_path=None, fmt=None, rating_scale=None, **kwargs) -> RatingData:
+def load_ratings(train_path, test_path:str|Path|None=None, fmt:str|None=None, rating_scale:tuple|None=None, **kwargs) -> RatingData:
     "A `RatingData` from any supported train (and test) ratings files, formats detected."
     fmt = fmt or detect_format(train_path)
     scale = rating_scale or ((0.5, 5) if fmt == 'ml-latest' else (1, 5))
@@ -876,7 +876,7 @@ def _parse_and_keep(d:Path, ids, paths, stats, where:Path|None, rating_scale, pr
 
 # %% ../nbs/00_data.ipynb #p25
 def read_prize(directory,             # holds `training_set/mv_*.txt`, and `probe.txt`, `movie_titles.txt` when present
-               cache=None,            # None: under `cache_dir()/'prize'`; a directory to keep caches in; False: parse, keep nothing
+               cache:str|Path|bool|None=None,            # None: under `cache_dir()/'prize'`; a directory to keep caches in; False: parse, keep nothing
                rating_scale=(1, 5),   # inclusive range of the (integer) ratings
                progress:bool=False,   # a progress bar over the movie files (stderr)
               ) -> PrizeArrays:
@@ -893,7 +893,7 @@ def read_prize(directory,             # holds `training_set/mv_*.txt`, and `prob
                        None if where is None else str(where), cached=found is not None)
 
 def load_prize(directory,           # holds `training_set/mv_*.txt`, and `probe.txt`, `movie_titles.txt` when present
-               cache=None,          # see `read_prize`: None (the default place), a directory, or False (no cache)
+               cache:str|Path|bool|None=None,          # see `read_prize`: None (the default place), a directory, or False (no cache)
                rating_scale=(1, 5), # inclusive range of the (integer) ratings
                progress:bool=False, # a progress bar over the movie files (stderr)
               ) -> RatingData:

@@ -4,6 +4,7 @@
 
 # %% ../nbs/03_mf.ipynb #c003
 from __future__ import annotations
+from typing import Callable
 import argparse, hashlib, math, sys, time, warnings
 from dataclasses import dataclass, asdict, fields, replace
 import numpy as np
@@ -20,20 +21,21 @@ __all__ = ['MODES', 'MF_CHOICES', 'MODE_DEFAULTS', 'RESUME_MAY_CHANGE', 'BACKEND
            'run_trainer', 'train_mf', 'fold_in_factors', 'MF', 'evaluate_mf', 'register_cli']
 
 # %% ../nbs/03_mf.ipynb #c007
-MODES = ('dense', 'sparse', 'als', 'bayes', 'sgd')
+MODES = ('dense', 'sparse', 'als', 'bayes', 'sgd', 'svdpp', 'svdpp_flipped')
 MF_CHOICES = dict(mode=MODES, reg=('decay', 'l2'), optimizer=('adamw', 'adam', 'sgd'),
                   schedule=('constant', 'cosine', 'exponential'), dtype=('float32', 'float64'))   # the allowed values
 
 @dataclass
 class MFConfig:
     "Every setting of a matrix-factorisation run, shared by the JAX and PyTorch trainers."
-    mode:str='dense'         # 'dense' (full matrix, as in the course), 'sparse' (observed ratings only), 'als' or 'bayes'
+    mode:str='dense'         # 'dense' (full matrix, as in the course), 'sparse' (observed ratings only), 'als', 'bayes', 'sgd', 'svdpp' or 'svdpp_flipped'
     k:int=50                 # latent factors
     lmd:float=0.01           # regularisation strength λ
     lr:float=5e-3            # learning rate (dense and sparse)
     tol:float=1e-6           # stop when |Δloss| between epochs < tol (0: never)
     max_epochs:int=100_000   # epoch limit (ALS and Bayes: sweeps)
-    burn_in:int=20           # bayes: sweeps before predictions are averaged
+    burn_in:int=20           # bayes and svdpp modes: sweeps before predictions are averaged
+    implicit_test:bool=False # svdpp modes: the test pairs' existence (never their ratings) joins the implicit feedback, as in the literature
     seed:int=42              # initial factors and minibatch order
     init_std:float=1.0       # standard deviation of the initial factors
     biased:bool=False        # add the global mean and user and movie biases
@@ -83,9 +85,11 @@ MODE_DEFAULTS = {
     'bayes':  dict(k=10, tol=0.0, max_epochs=120, burn_in=20, init_std=0.1, biased=True, clip=True),
     'sgd':    dict(k=50, lmd=0.015, lr=0.05, tol=1e-5, max_epochs=20, init_std=0.02, biased=True, reg='l2',
                    optimizer='sgd', clip=True),
+    'svdpp':  dict(k=16, tol=0.0, max_epochs=350, burn_in=30, init_std=0.1, biased=True, clip=True),
+    'svdpp_flipped': dict(k=16, tol=0.0, max_epochs=350, burn_in=30, init_std=0.1, biased=True, clip=True),
 }
 
-def mf_config(mode:str='dense', # 'dense', 'sparse', 'als', 'bayes' or 'sgd'
+def mf_config(mode:str='dense', # one of `MODES`
               **overrides, # any `MFConfig` field
              ) -> MFConfig:
     "The defaults of `mode` (`MODE_DEFAULTS`) with `overrides` applied, validated."
@@ -113,6 +117,7 @@ class MFData:
     train:tuple          # (user int32, movie int32, rating float32)
     test:tuple|None=None # test triples (None: no test set)
     val:tuple|None=None  # validation triples carved from train (None: no early stopping)
+    implicit:tuple|None=None # (user, movie) pairs known to exist, ratings unknown: more implicit feedback for the svdpp modes
 
     def __post_init__(self):
         for name in ('train', 'test', 'val'):
@@ -124,6 +129,11 @@ class MFData:
             if not np.isfinite(r).all(): raise ValueError(f"{name} ratings contain NaN or infinity")
             setattr(self, name, (u, i, r) if len(u) or name == 'train' else None)
         if len(self.train[0]) == 0: raise ValueError("no training ratings")
+        if self.implicit is not None:
+            u, i = (np.asarray(a, np.int32) for a in self.implicit)
+            if len(u) != len(i) or (len(u) and (u.min() < 0 or u.max() >= self.n_users or i.min() < 0 or i.max() >= self.n_movies)):
+                raise ValueError(f"implicit pairs must be (users, movies) of one length inside the {self.n_users} x {self.n_movies} matrix")
+            self.implicit = (u, i) if len(u) else None
 
     @property
     def mu(self) -> float: return float(self.train[2].mean(dtype=np.float64))
@@ -132,9 +142,9 @@ class MFData:
     @property
     def n_train(self) -> int: return len(self.train[0])
     def fingerprint(self) -> str:
-        "A digest of the shape and of every triple (train, validation, test): a resume checks it."
+        "A digest of the shape, of every triple (train, validation, test) and of the implicit pairs: a resume checks it."
         h = hashlib.blake2b(f'{self.n_users} {self.n_movies}'.encode(), digest_size=16)
-        for part in (self.train, self.val, self.test):
+        for part in (self.train, self.val, self.test, self.implicit):
             for a in (part or ()): h.update(np.ascontiguousarray(a).tobytes())
             h.update(b'|')
         return h.hexdigest()
@@ -266,7 +276,7 @@ class MFRun:
 RESUME_MAY_CHANGE = ('max_epochs', 'progress', 'checkpoint_dir', 'checkpoint_every')   # the rest must match to resume
 
 def run_trainer(trainer, # a `JaxMFTrainer` or `TorchMFTrainer`
-                callback=None, # callback(epoch, metrics, trainer) -> True to stop (e.g. Optuna pruning)
+                callback:Callable|None=None, # callback(epoch, metrics, trainer) -> True to stop (e.g. Optuna pruning)
                 desc:str|None=None, # progress-bar label
                ) -> MFRun:
     "Train with `recsys_nb.train.fit` (tolerance, early stopping with best restore, checkpoints), then measure."
@@ -295,6 +305,7 @@ def train_mf(config:MFConfig, # the run's settings
     "Train with the JAX or the PyTorch trainer."
     if backend not in BACKENDS: raise ValueError(f"backend must be 'jax' or 'torch', got {backend!r}")
     if config.mode == 'sgd': from recsys_nb.mf_sgd import train_and_evaluate    # Numba for both: XLA has no lock-free parallel SGD
+    elif config.mode.startswith('svdpp'): from recsys_nb.accuracy import train_and_evaluate   # Gibbs sampling: Numba for both
     elif backend == 'jax': from recsys_nb.mf_jax import train_and_evaluate
     else: from recsys_nb.mf_torch import train_and_evaluate
     return train_and_evaluate(config, data, **kwargs)
@@ -334,7 +345,7 @@ def _score_rows(f:dict, mu:float, u, known) -> np.ndarray:
 # %% ../nbs/03_mf.ipynb #c040
 class MF(Estimator):
     "Matrix factorisation on raw ids: trained by the JAX or the PyTorch trainer, predicting with NumPy."
-    def __init__(self, mode:str='sparse', # 'dense' (the course), 'sparse', 'als' or 'bayes'
+    def __init__(self, mode:str='sparse', # one of `MODES`: 'dense' (the course), 'sparse', 'als', 'bayes', 'sgd', 'svdpp', 'svdpp_flipped'
                  backend:str='torch', # the framework that trains: 'torch' or 'jax' (a saved model loads in either)
                  **config, # any `MFConfig` field, over the defaults of `mode` (`MODE_DEFAULTS`)
                 ):
@@ -353,31 +364,35 @@ class MF(Estimator):
         return self
 
     def fit(self, ratings, # a DataFrame, (users, items, ratings), a `RatingData` (its test part is logged) or a sparse matrix
-            *, eval_ratings=None, # ratings whose RMSE is logged every epoch, never used to choose anything
-            callback=None, # callback(epoch, metrics, trainer) -> True to stop (e.g. Optuna's pruning)
+            *, eval_ratings:pd.DataFrame|tuple|None=None, # ratings whose RMSE is logged every epoch, never used to choose anything
+            callback:Callable|None=None, # callback(epoch, metrics, trainer) -> True to stop (e.g. Optuna's pruning)
+            implicit_pairs:pd.DataFrame|tuple|None=None, # svdpp modes: (users, items) or a DataFrame of pairs known to exist, ratings unknown
             user:str|None=None, item:str|None=None, rating:str='rating', # column names
            ) -> 'MF':
         "Train on `ratings` (a validation split of them when `val_frac` > 0); the run is kept in `run_`."
         if eval_ratings is None and isinstance(ratings, RatingData) and len(ratings.test): eval_ratings = raw_part(ratings, 'test')
+        if implicit_pairs is not None and not self.mode.startswith('svdpp'):
+            raise ValueError(f"implicit_pairs are used by the svdpp modes only, not by mode {self.mode!r}")
         self._columns = dict(user=user, item=item, rating=rating)
-        return super().fit(ratings, **self._columns, eval_ratings=eval_ratings, callback=callback)
+        return super().fit(ratings, **self._columns, eval_ratings=eval_ratings, callback=callback, implicit_pairs=implicit_pairs)
 
-    def _fit_codes(self, u, i, r, eval_ratings=None, callback=None):
+    def _fit_codes(self, u, i, r, eval_ratings=None, callback=None, implicit_pairs=None):
         cfg, train, val = self.config, (u, i, r), None
         if cfg.val_frac > 0:
             tr, va = random_split(pd.DataFrame({'u': u, 'i': i, 'r': r}), cfg.val_frac, cfg.seed)
             train, val = (tuple(df[c].to_numpy() for c in 'uir') for df in (tr, va))
-        data = MFData(len(self.users_), len(self.items_), train, self._known_codes(eval_ratings), val)
+        pairs = self._known_codes(implicit_pairs, rating=None)
+        data = MFData(len(self.users_), len(self.items_), train, self._known_codes(eval_ratings), val, pairs and pairs[:2])
         self.run_ = train_mf(cfg, data, self.backend, callback=callback)
         self._take_factors(self.run_.trainer, data)
 
-    def _known_codes(self, ratings):
-        "Codes of the ratings whose user and item the model knows (None when there are none)."
+    def _known_codes(self, ratings, rating:str|None='rating'):
+        "Codes of the ratings (pairs when `rating` is None) whose user and item the model knows (None when there are none)."
         if ratings is None: return None
-        ru, ri, r = rating_arrays(ratings, **self._columns)
+        ru, ri, r = rating_arrays(ratings, **{**self._columns, 'rating': rating and self._columns['rating']})
         u, i = self.users_.index(ru, missing=-1), self.items_.index(ri, missing=-1)
         keep = (u >= 0) & (i >= 0)
-        return (u[keep], i[keep], r[keep]) if keep.any() else None
+        return (u[keep], i[keep], None if r is None else r[keep]) if keep.any() else None
 
     def _take_factors(self, trainer, data):
         "Keep the trained parameters (and Bayes' samples) as NumPy arrays."
@@ -470,7 +485,7 @@ def _mf_command(args) -> dict:
 def register_cli(sub):
     "Register `recsys-nb mf`: train and evaluate matrix factorisation with either framework."
     from recsys_nb.options import add_data_args, add_json_arg
-    p = sub.add_parser('mf', help='matrix factorisation (JAX or PyTorch; dense, sparse, ALS or Bayesian)',
+    p = sub.add_parser('mf', help='matrix factorisation (JAX or PyTorch; dense, sparse, ALS, SGD, Bayesian MF or SVD++)',
                        description='Train matrix factorisation on a rating dataset and report train/test RMSE. '
                        "Unset options take the defaults of the mode (recsys_nb.mf.MODE_DEFAULTS).")
     add_data_args(p)
@@ -478,7 +493,8 @@ def register_cli(sub):
                    "minus probe, tested on the probe, as the Prize did")
     p.add_argument('--backend', choices=list(BACKENDS), default='torch', help='framework that trains (default torch)')
     p.add_argument('--mode', choices=list(MODES), default='sparse', help='dense: the full matrix (the course); sparse: '
-                   'observed ratings only; als: alternating least squares; bayes: Gibbs-sampled Bayesian MF; sgd: parallel SGD (default sparse)')
+                   'observed ratings only; als: alternating least squares; bayes: Gibbs-sampled Bayesian MF; sgd: parallel SGD; '
+                   'svdpp, svdpp_flipped: Bayesian SVD++ by Gibbs sampling, user-side or both sides implicit feedback (default sparse)')
     add_options(p.add_argument_group('MFConfig'), MFConfig, exclude=('mode',), choices=MF_CHOICES,
                 per_mode={k for d in MODE_DEFAULTS.values() for k in d})
     p.add_argument('--history', metavar='CSV', help='write the per-epoch history to this CSV file')

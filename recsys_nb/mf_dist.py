@@ -4,6 +4,7 @@
 
 # %% ../nbs/04a_mf_distributed.ipynb #d003
 from __future__ import annotations
+from typing import Callable
 import argparse, functools, json, os, re, socket, subprocess, sys, tempfile, time
 from dataclasses import replace
 from pathlib import Path
@@ -167,7 +168,7 @@ class TorchDataParallel(DataParallel):
 def init_jax_distributed(coordinator:str, # host:port where process 0 runs the coordination service
                          num_processes:int, # processes in all
                          process_id:int, # this process, 0 <= process_id < num_processes
-                         local_device_ids=None, # this process's accelerators (one GPU per process: its local rank); None: all it sees
+                         local_device_ids:list|None=None, # this process's accelerators (one GPU per process: its local rank); None: all it sees
                         ) -> tuple[int, int, str]:
     "Start JAX's multi-process runtime (gloo collectives on CPUs); (process index, process count, platform)."
     import jax
@@ -254,7 +255,7 @@ def data_parallel_trainer(backend:str, # 'torch' or 'jax', its runtime initialis
                                        data if sharded else shard_data(data, rank, world), init)
 
 def train_data_parallel(backend:str, config:MFConfig, data, *, sharded:bool=False, init:dict|None=None,
-                        callback=None, # callback(epoch, metrics, trainer) -> True to stop (must decide alike everywhere)
+                        callback:Callable|None=None, # callback(epoch, metrics, trainer) -> True to stop (must decide alike everywhere)
                        ) -> MFRun:
     "Train this process's shard with the others of `backend`'s runtime; every process returns the same run."
     return run_trainer(data_parallel_trainer(backend, config, data, sharded=sharded, init=init), callback)
@@ -284,8 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _summary(run, world:int) -> dict:
     return {**run.summary(), 'processes': world, 'train_ratings': run.trainer.n}
 
-def main(argv=None, # the arguments (default `sys.argv[1:]`)
-         work=None, # work(trainer) -> dict, run instead of training to the end (e.g. a benchmark's timed epochs)
+def main(argv:list|None=None, # the arguments (default `sys.argv[1:]`)
+         work:Callable|None=None, # work(trainer) -> dict, run instead of training to the end (e.g. a benchmark's timed epochs)
         ) -> int:
     "One process of a data-parallel run; process 0 prints the result as one JSON line on stdout."
     from recsys_nb.data import DataError

@@ -4,6 +4,7 @@
 
 # %% ../nbs/03_mf_jax.ipynb #c003
 from __future__ import annotations
+from typing import Callable
 import math, time, warnings
 from dataclasses import dataclass, asdict, fields, replace
 from functools import partial
@@ -538,7 +539,7 @@ def train_and_evaluate(config:MFConfig, # the run's settings (`mf_config(mode, .
                        data, # a `RatingData` (its test set is reported, never used to choose) or an `MFData`
                        *,
                        init:dict|None=None, # initial factors (NumPy), e.g. `other_run.trainer.factors()` of a fresh trainer
-                       callback=None, # callback(epoch, metrics, trainer) -> True to stop
+                       callback:Callable|None=None, # callback(epoch, metrics, trainer) -> True to stop
                       ) -> MFRun:
     "Train matrix factorisation in JAX (Flax NNX + Optax) and evaluate it."
     config = config.validate()

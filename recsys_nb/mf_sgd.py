@@ -4,6 +4,7 @@
 
 # %% ../nbs/03b_mf_sgd.ipynb #s003
 from __future__ import annotations
+from typing import Callable
 import math
 from dataclasses import dataclass
 import numpy as np
@@ -328,7 +329,7 @@ def train_and_evaluate(config:MFConfig, # the run's settings (`sgd_config(...)`)
                        data, # a `RatingData` (its test set is reported, never used to choose) or an `MFData`
                        *,
                        init:dict|None=None, # initial factors (NumPy)
-                       callback=None, # callback(epoch, metrics, trainer) -> True to stop
+                       callback:Callable|None=None, # callback(epoch, metrics, trainer) -> True to stop
                        **options, # `n_bands`, `adaptive`, `threads` of `SGDMFTrainer`
                       ) -> MFRun:
     "Train biased MF by block-parallel SGD with `recsys_nb.train.fit` (tolerance, early stopping, checkpoints)."

@@ -4,6 +4,7 @@
 
 # %% ../nbs/04_mf_torch.ipynb #c003
 from __future__ import annotations
+from typing import Callable
 import argparse, math, sys, time, warnings
 from dataclasses import asdict, fields
 import numpy as np
@@ -510,7 +511,7 @@ def train_and_evaluate(config:MFConfig, # the run's settings (`mf_config(mode, .
                        data, # a `RatingData` (its test set is reported, never used to choose) or an `MFData`
                        *,
                        init:dict|None=None, # initial factors (NumPy), e.g. `JaxMFTrainer(...).factors()`
-                       callback=None, # callback(epoch, metrics, trainer) -> True to stop
+                       callback:Callable|None=None, # callback(epoch, metrics, trainer) -> True to stop
                       ) -> MFRun:
     "Train matrix factorisation in PyTorch and evaluate it."
     config = config.validate()

@@ -9,7 +9,7 @@ import pandas as pd
 from .data import RATING_COLUMNS, RatingData
 
 # %% auto #0
-__all__ = ['random_split', 'kfold_split', 'movielens_u_split', 'time_split', 'validation_split']
+__all__ = ['random_split', 'kfold_split', 'movielens_u_split', 'time_split', 'validation_split', 'write_movielens_u_splits']
 
 # %% ../nbs/00a_splits.ipynb #c005
 def random_split(df:pd.DataFrame, test_frac=0.2, seed=0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -57,3 +57,23 @@ def validation_split(data:RatingData, frac=0.1, seed=0, by='random') -> RatingDa
     for df in (tr, va):
         df['user'] = data.users.index(df['user_id'].to_numpy()); df['movie'] = data.movies.index(df['movie_id'].to_numpy())
     return RatingData(tr, va, data.users, data.movies, data.titles, dict(data.report), data.source + ' (validation split)')
+
+# %% ../nbs/00a_splits.ipynb #x1
+def write_movielens_u_splits(u_data, # MovieLens 100K's `u.data`
+                             out_dir, # folder for u1.base, u1.test, … (created)
+                             folds=(1, 2, 3, 4, 5), # which of the five splits
+                            ) -> list:
+    "Write MovieLens 100K's canonical splits as the dataset's `mku.sh` does, in `u.data`'s format; the paths written."
+    from pathlib import Path
+    from recsys_nb.data import read_ratings
+    from recsys_nb.train import atomic_write
+    df, out = read_ratings(u_data), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fold in folds:
+        for part, name in zip(movielens_u_split(df, fold), ('base', 'test')):
+            lines = pd.DataFrame({'u': part.user_id, 'i': part.movie_id, 'r': part.rating.astype(np.int64),
+                                  't': part.date.astype('datetime64[s]').astype(np.int64)}).to_csv(sep='\t', header=False, index=False)
+            path = out / f'u{fold}.{name}'
+            atomic_write(path, lambda f: f.write(lines.encode())); written.append(path)
+    return written

@@ -355,7 +355,7 @@ def train_step(model:STLModel, # in training mode
                scene, pos, neg, # image batches (B, H, W, 3)
                regularization, # weight of the norm penalty
                margin, # hinge margin
-               mask=None, # (B, 2B) 1 where product j of [pos; neg] is a negative of scene i: in-batch negatives; None: the triplets' own
+               mask:jax.Array|None=None, # (B, 2B) 1 where product j of [pos; neg] is a negative of scene i: in-batch negatives; None: the triplets' own
                temperature:float=0.0, # > 0: in-batch softmax loss (`in_batch_softmax`) instead of the hinge (needs `mask`)
               ):
     "One Adam step on a triplet batch; returns (loss, hinge part, penalty part), batch means."

@@ -67,7 +67,7 @@ def _sample_pairs(rng, counts:np.ndarray, log_pop:np.ndarray, block=256) -> tupl
     return np.concatenate(us).astype(np.int32), np.concatenate(ms).astype(np.int32)
 
 # %% ../nbs/00b_synth.ipynb #c009
-def synth_ratings(n_users=300, n_movies=200, n_train=9_600, n_test=2_400, n_catalog=None, seed=0, rank=8,
+def synth_ratings(n_users=300, n_movies=200, n_train=9_600, n_test=2_400, n_catalog:int|None=None, seed=0, rank=8,
                   noise=0.9, start='1999-11-11', end='2005-12-31') -> SynthRatings:
     "Ratings with planted biases, a low-rank interaction and noise; each user's latest ratings marked as test."
     rng = np.random.default_rng(seed)

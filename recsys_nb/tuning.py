@@ -51,7 +51,7 @@ class SearchSpace:
 
     @classmethod
     def suggest(cls, trial:optuna.Trial, # the trial that draws the free fields
-                fixed=None, # an instance or a dict giving the values of the frozen fields (default: the defaults)
+                fixed:dict|None=None, # an instance or a dict giving the values of the frozen fields (default: the defaults)
                 frozen=(), # names of the fields held at their `fixed` value
                 distributions:dict|None=None, # per-field replacements of the declared distributions
                ):
@@ -171,7 +171,7 @@ def _rdb_storage(url:str, heartbeat:int, tries:int=6, **kw) -> optuna.storages.R
             hint = '; pip install "recsys_nb[postgres]" installs psycopg 3, the driver it needs' if psycopg else ''
             raise TuningError(f"cannot open storage {url}: {_reason(e)}{hint}") from None
 
-def open_storage(storage=None, # None, a path, 'journal:PATH', a database URL, or an Optuna storage object
+def open_storage(storage:str|Path|optuna.storages.BaseStorage|None=None, # None, a path, 'journal:PATH', a database URL, or an Optuna storage object
                  heartbeat:int=HEARTBEAT, # heartbeat interval in seconds (SQLite files and database servers)
                 ) -> optuna.storages.BaseStorage:
     "The Optuna storage named by `storage` (see the table above); files and folders are created as needed."
@@ -276,13 +276,13 @@ def make_pruner(epochs:int, min_resource:int=3, reduction_factor:int=3) -> optun
                                           reduction_factor=reduction_factor)
 
 def open_study(name:str='mf', # study name
-               storage=None, # see `open_storage`
+               storage:str|Path|optuna.storages.BaseStorage|None=None, # see `open_storage`
                *,
                epochs:int=200, # epoch budget of a trial: Hyperband's maximum resource
                seed:int=0, # sampler seed
                worker:int=0, # index of this worker process (offsets the sampler seed)
                attrs:dict|None=None, # settings stored with a new study and checked against a loaded one
-               sampler=None, pruner=None, # override TPE / Hyperband
+               sampler:optuna.samplers.BaseSampler|None=None, pruner:optuna.pruners.BasePruner|None=None, # override TPE / Hyperband
                heartbeat:int=HEARTBEAT, # seconds between heartbeats of a running trial (database storages)
                direction:str='minimize',
               ) -> optuna.Study:
@@ -511,7 +511,7 @@ def tune(data, # a RatingData
          *,
          study:str='mf', # study name
          out:str=str(DEFAULT_OUT), # where the study goes when `storage` is not given: OUT/optuna.db
-         storage=None, # a SQLite file, a journal file (.log: several workers) or a database URL (default: OUT/optuna.db)
+         storage:str|Path|optuna.storages.BaseStorage|None=None, # a SQLite file, a journal file (.log: several workers) or a database URL (default: OUT/optuna.db)
          heartbeat:int=HEARTBEAT, # seconds between heartbeats of a running trial; 3 beats late, it is failed and retried
          workers:int=1, # processes working on the study (this one included)
          timeout:float|None=None, # stop starting trials after this many seconds
@@ -519,8 +519,8 @@ def tune(data, # a RatingData
          progress:bool=True, # a progress bar over the trials
          epochs:int=100, # epoch budget of a trial (Hyperband's maximum resource)
          seed:int=0, # sampler, validation split and initial factors
-         sampler=None, # this process's sampler (default TPE seeded by `seed`); extra workers use TPE
-         pruner=None, # the study's pruner when it is created (default Hyperband over `epochs`)
+         sampler:optuna.samplers.BaseSampler|None=None, # this process's sampler (default TPE seeded by `seed`); extra workers use TPE
+         pruner:optuna.pruners.BasePruner|None=None, # the study's pruner when it is created (default Hyperband over `epochs`)
          enqueue=(), # parameter dicts tried first in a new study, retried when interrupted (`queue_trials`)
          **options, # passed to `mf_objective`: backend, mode, target, val_frac, fixed, frozen, distributions, ...
         ) -> TuneRun:

@@ -1,9 +1,12 @@
-"Bayesian SVD++ (Gibbs) and NeuralMF of `recsys_nb.accuracy`: the sampler against closed forms, tiny fits, seeds; the u1…u5 splits."
+"Bayesian SVD++ (Gibbs; MF modes svdpp, svdpp_flipped) and NeuralMF of `recsys_nb.accuracy`: the sampler against closed forms, tiny fits, seeds, resumes; the u1…u5 splits."
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, scipy.sparse as sp
-from recsys_nb.accuracy import BayesSVDpp, NeuralMF, IMPLICIT, _sample_rows, _sample_implicit, _gram
+import json, subprocess, sys
+from recsys_nb import MF
+from recsys_nb.accuracy import NeuralMF, SVDPP_MODES, _sample_rows, _sample_implicit, _gram
+from recsys_nb.mf import MFData, mf_config, train_mf
 from recsys_nb.data import read_ratings
-from recsys_nb.splits import movielens_u_split
+from recsys_nb.splits import movielens_u_split, write_movielens_u_splits
 
 ML100K = Path(__file__).parents[2] / 'shared/data/ml-100k'
 
@@ -59,16 +62,67 @@ def tiny(seed=0, nu=40, ni=30, n=500):
     df = pd.DataFrame({'user': u, 'item': i, 'rating': r}).drop_duplicates(['user', 'item'])
     return df.iloc[:400], df.iloc[400:]
 
-@pytest.mark.parametrize('implicit', IMPLICIT)
-def test_bayes_svdpp_fits_predicts_and_repeats(implicit, tmp_path):
+def svdpp(mode, backend='torch', seed=1, **kw):
+    return MF(mode, backend, k=3, max_epochs=8, burn_in=3, seed=seed, progress=False, **kw)
+
+@pytest.mark.parametrize('mode', list(SVDPP_MODES))
+def test_svdpp_modes_fit_predict_and_repeat(mode, tmp_path):
     tr, te = tiny()
-    make = lambda seed: BayesSVDpp(k=3, implicit=implicit, sweeps=8, burn_in=3, seed=seed).fit(tr, implicit_pairs=te[['user', 'item']])
-    m = make(1)
+    pairs = te[['user', 'item']]
+    m = svdpp(mode).fit(tr, implicit_pairs=pairs)
     p = m.predict(te.user, te.item)
     assert len(m.samples_) == 5 and ((p >= 1) & (p <= 5)).all()
-    np.testing.assert_array_equal(make(1).predict(te.user, te.item), p)
-    assert not np.array_equal(make(2).predict(te.user, te.item), p)
-    np.testing.assert_array_equal(BayesSVDpp.load(m.save(tmp_path / 'm')).predict(te.user, te.item), p)
+    np.testing.assert_array_equal(svdpp(mode).fit(tr, implicit_pairs=pairs).predict(te.user, te.item), p)
+    np.testing.assert_array_equal(svdpp(mode, 'jax').fit(tr, implicit_pairs=pairs).predict(te.user, te.item), p)  # one sampler
+    assert not np.array_equal(svdpp(mode, seed=2).fit(tr, implicit_pairs=pairs).predict(te.user, te.item), p)
+    assert not np.array_equal(svdpp(mode).fit(tr).predict(te.user, te.item), p)        # the implicit pairs matter
+    np.testing.assert_array_equal(MF.load(m.save(tmp_path / 'm')).predict(te.user, te.item), p)
+    assert m.run_.summary()['mode'] == mode and m.run_.backend == 'numba'
+
+def test_flipped_differs_from_plain_and_test_pairs_only_with_implicit_test():
+    tr, te = tiny()
+    plain, flipped = (svdpp(m).fit(tr, eval_ratings=te) for m in SVDPP_MODES)
+    assert not np.array_equal(plain.predict(te.user, te.item), flipped.predict(te.user, te.item))
+    with_test = svdpp('svdpp_flipped', implicit_test=True).fit(tr, eval_ratings=te)
+    as_pairs = svdpp('svdpp_flipped').fit(tr, eval_ratings=te, implicit_pairs=te[['user', 'item']])
+    np.testing.assert_array_equal(with_test.predict(te.user, te.item), as_pairs.predict(te.user, te.item))
+    assert not np.array_equal(with_test.predict(te.user, te.item), flipped.predict(te.user, te.item))
+
+def _codes():
+    tr, te = tiny()
+    u, i = pd.factorize(pd.concat([tr.user, te.user]))[0], pd.factorize(pd.concat([tr.item, te.item]))[0]
+    n = len(tr)
+    return MFData(int(u.max()) + 1, int(i.max()) + 1, (u[:n], i[:n], tr.rating.to_numpy()), (u[n:], i[n:], te.rating.to_numpy()))
+
+def test_svdpp_resume_repeats_the_uninterrupted_chain(tmp_path):
+    "A run stopped after 5 sweeps and resumed to 9 equals the 9-sweep run: the checkpoint is the chain's whole state."
+    data = _codes()
+    cfg = lambda n, d=None: mf_config('svdpp_flipped', k=3, max_epochs=n, burn_in=3, seed=4, progress=False,
+                                      checkpoint_dir=d, checkpoint_every=1, implicit_test=True)
+    full = train_mf(cfg(9), data)
+    train_mf(cfg(5, str(tmp_path / 'ck')), data)
+    resumed = train_mf(cfg(9, str(tmp_path / 'ck')), data)
+    assert resumed.info['resumed_from'] == 5
+    np.testing.assert_allclose(resumed.trainer.predict(*data.test[:2]), full.trainer.predict(*data.test[:2]), rtol=0, atol=1e-12)
+    assert resumed.metrics == full.metrics
+    other = mf_config('svdpp_flipped', k=3, max_epochs=9, burn_in=3, seed=4, progress=False, checkpoint_dir=str(tmp_path / 'ck'))
+    with pytest.raises(ValueError, match='implicit_test'): train_mf(other, data)          # another setting: refused
+
+def test_u_splits_as_files_and_the_command(tmp_path):
+    "The split function's files read back as the splits, and `recsys-nb mf --mode svdpp_flipped --implicit-test` runs on them."
+    g = np.random.default_rng(0)
+    n = 1000
+    pd.DataFrame({'u': g.integers(1, 60, n), 'i': g.integers(1, 40, n), 'r': g.integers(1, 6, n), 't': 880_000_000 + np.arange(n)}
+                 ).drop_duplicates(['u', 'i']).to_csv(tmp_path / 'u.data', sep='\t', header=False, index=False)
+    paths = write_movielens_u_splits(tmp_path / 'u.data', tmp_path / 's', [1])
+    base, test = movielens_u_split(read_ratings(tmp_path / 'u.data'), 1)
+    for p, want in zip(paths, (base, test)): assert read_ratings(p).to_numpy().tolist() == want.to_numpy().tolist()
+    out = subprocess.run([sys.executable, '-m', 'recsys_nb.cli', 'mf', '--train', str(paths[0]), '--test', str(paths[1]),
+                          '--mode', 'svdpp_flipped', '--implicit-test', '--k', '3', '--max-epochs', '6', '--burn-in', '2', '--json'],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout)
+    assert res['mode'] == 'svdpp_flipped' and res['config']['implicit_test'] and 0.5 < res['test_rmse'] < 2
 
 @pytest.mark.parametrize('kw', [{}, dict(output='sigmoid'), dict(gamma=0.0, lmd=5.0), dict(head='mlp', hidden=4)])
 def test_neural_mf_fits_predicts_and_repeats(kw, tmp_path):
@@ -81,6 +135,6 @@ def test_neural_mf_fits_predicts_and_repeats(kw, tmp_path):
     np.testing.assert_array_equal(NeuralMF.load(m.save(tmp_path / 'm')).predict(te.user, te.item), p)
 
 def test_bad_settings_are_refused():
-    with pytest.raises(ValueError, match='implicit must be one of'): BayesSVDpp(implicit='time')
-    with pytest.raises(ValueError, match='sweeps > burn_in'): BayesSVDpp(sweeps=5, burn_in=5)
+    with pytest.raises(ValueError, match='biased'): MF('svdpp', biased=False, progress=False).fit(tiny()[0])
+    with pytest.raises(ValueError, match='svdpp modes only'): MF('sparse').fit(tiny()[0], implicit_pairs=tiny()[1][['user', 'item']])
     with pytest.raises(ValueError, match='output must be one of'): NeuralMF(output='tanh')
