@@ -48,8 +48,9 @@ check-sync: $(STAMP)
 nbtest: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" XLA_PYTHON_CLIENT_PREALLOCATE=false nbdev_test --n_workers 2 --timing --do_print
 
+# two workers (pytest-xdist), each test file on one of them: most tests wait on subprocesses they start
 pytest: $(STAMP) postgres
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 # The search's tests against a real PostgreSQL server need Debian's server programs (initdb, pg_ctl); each test starts
 # its own throwaway cluster in a temporary folder and stops it. As root with apt-get they are installed here (without

@@ -117,8 +117,11 @@ def main():
     a = ap.parse_args()
     if not (DATA / 'u.data').exists(): sys.exit(f'accuracy_table: {DATA / "u.data"} not found (MovieLens 100K)')
     OUT.mkdir(parents=True, exist_ok=True)
-    if a.validate is not None:
-        (OUT / 'accuracy_validation.json').write_text(json.dumps(validate(a.validate or ('svdpp', 'nmf')), indent=1)); return
+    if a.validate is not None:                           # the grids run now replace theirs in the file, the others are kept
+        vpath, grids = OUT / 'accuracy_validation.json', a.validate or ['svdpp', 'nmf']
+        doc = json.loads(vpath.read_text()) if vpath.exists() else {}
+        new = validate(grids)
+        doc.update({g: new[g] for g in grids}); vpath.write_text(json.dumps(doc, indent=1)); return
     path = OUT / 'accuracy.json'
     old = {r['model']: r for r in json.loads(path.read_text())['rows']} if path.exists() else {}
     compile_s = warm_numba()
@@ -126,7 +129,7 @@ def main():
     rows, done = dict(old), set()
     def write():
         if path.exists(): rows.update({r['model']: r for r in json.loads(path.read_text())['rows'] if r['model'] not in done})
-        doc = {'command': 'python benchmarks/accuracy_table.py', 'machine': f'{platform.machine()} CPU, {torch.get_num_threads()} torch thread, shared cores',
+        doc = {'command': ' '.join(['python', 'benchmarks/accuracy_table.py', *sys.argv[1:]]), 'machine': f'{platform.machine()} CPU, {torch.get_num_threads()} torch threads, shared cores',
                'split': 'MovieLens 100K u1.base (80,000) / u1.test (20,000)', 'numba_compile_seconds': round(compile_s, 1),
                'anchors': [dict(model=m, rmse=r) for m, r in ANCHORS], 'rows': [rows[n] for n in ROWS if n in rows]}
         path.write_text(json.dumps(doc, indent=1))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #c003
 from __future__ import annotations
-import argparse, codecs, hashlib, io, json, math, os, re, shutil
+import codecs, hashlib, io, json, os, re, shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,13 +16,19 @@ import pyarrow.csv as pacsv
 import scipy.sparse as sp
 
 # %% auto #0
-__all__ = ['RATING_COLUMNS', 'FORMATS', 'MOVIELENS_RATINGS', 'ML_GENRES_100K', 'NETFLIX_FILES', 'PRIZE_PARTS', 'PRIZE_COLUMNS',
-           'DataError', 'detect_encoding', 'read_movie_titles', 'RatingFormat', 'detect_format', 'read_ratings',
-           'read_movielens_items', 'load_movielens', 'read_prize_movie_file', 'IdMap', 'rating_matrix', 'RatingData',
-           'make_rating_data', 'read_users', 'load_netflix', 'load_ratings', 'read_prize_probe', 'PrizeArrays',
-           'read_prize', 'load_prize', 'check_dataset']
+__all__ = ['QUOTE_CHARS', 'RATING_COLUMNS', 'FORMATS', 'MOVIELENS_RATINGS', 'ML_GENRES_100K', 'NETFLIX_FILES', 'PRIZE_PARTS',
+           'PRIZE_COLUMNS', 'DataError', 'detect_encoding', 'read_movie_titles', 'RatingFormat', 'detect_format',
+           'read_ratings', 'read_movielens_items', 'load_movielens', 'read_prize_movie_file', 'IdMap', 'rating_matrix',
+           'RatingData', 'make_rating_data', 'read_users', 'load_netflix', 'load_ratings', 'read_prize_probe',
+           'PrizeArrays', 'read_prize', 'load_prize', 'check_dataset']
 
 # %% ../nbs/00_data.ipynb #c006
+QUOTE_CHARS = 200   # an error quotes at most this many characters of the offending text
+
+def _clip(s:str, n:int=QUOTE_CHARS) -> str:
+    "`s`, cut to `n` characters with a note of its length when longer."
+    return s if len(s) <= n else f"{s[:n]}… ({len(s):,} characters)"
+
 class DataError(ValueError):
     "A problem in an input file, located by file and line."
     def __init__(self,
@@ -32,7 +38,7 @@ class DataError(ValueError):
                  text:str|None=None): # the offending line, as read
         self.path, self.line, self.problem, self.text = str(path), line, problem, text
         where = f"{self.path}" + (f", line {line}" if line is not None else "")
-        super().__init__(f"{where}: {problem}" + (f": {text!r}" if text is not None else ""))
+        super().__init__(f"{where}: {_clip(problem, 300)}" + (f": {_clip(text)!r}" if text is not None else ""))
 
 # %% ../nbs/00_data.ipynb #c010
 def detect_encoding(raw:bytes # the whole file's bytes
@@ -97,12 +103,13 @@ RATING_COLUMNS = ['user_id', 'movie_id', 'rating', 'date']
 class RatingFormat:
     "How one ratings format is laid out on disk."
     name:str; sep:str; time:str; header:bool=False; fields:int=4
+    step:float=1.0   # the ratings' granularity: whole stars, or 0.5 (half stars)
 
 FORMATS = {
     'netflix':   RatingFormat('netflix', ' ', 'date'),      # user movie rating YYYY-MM-DD (course subset)
     'ml-100k':   RatingFormat('ml-100k', '\t', 'unix'),     # u.data: user item rating unix_time
     'ml-1m':     RatingFormat('ml-1m', '::', 'unix'),       # ratings.dat: user::movie::rating::unix_time
-    'ml-latest': RatingFormat('ml-latest', ',', 'unix', header=True),  # ratings.csv: userId,movieId,rating,timestamp
+    'ml-latest': RatingFormat('ml-latest', ',', 'unix', header=True, step=0.5),  # ratings.csv: userId,movieId,rating,timestamp
     'prize':     RatingFormat('prize', ',', 'date', fields=3), # training_set/mv_*.txt: `movie:` then user,rating,date
 }
 
@@ -130,33 +137,45 @@ def detect_format(path # a ratings file
 
 # %% ../nbs/00_data.ipynb #c025
 _DATE_RE = re.compile(r'\d{4}-\d{2}-\d{2}')
+_DAY_RANGE = (np.datetime64('1900-01-01'), np.datetime64('2059-12-31'))   # ratings' dates, every format (int16 days hold them)
+_INT64 = 2**63
+
+def _id_problem(name:str, v:str) -> str|None:
+    "The problem with an id or timestamp field, or None: a plain decimal integer that fits 64 bits."
+    if re.fullmatch(r'\+\d+', v.strip()): return f'{name} {_clip(v, 40)!r} has a + sign (ids and timestamps are plain decimal integers)'
+    if not re.fullmatch(r'-?\d+', v.strip()): return f'{name} {_clip(v, 40)!r} is not an integer'
+    if not -_INT64 <= int(v) < _INT64: return f'{name} {_clip(v.strip(), 40)} is outside the 64-bit range'
 
 def _check_line(fmt:RatingFormat, fields:list[str]) -> str|None:
     "The problem with one split line of `fmt`, or None."
     if len(fields) != fmt.fields: return f'expected {fmt.fields} fields, found {len(fields)}'
     names = ['user id', 'movie id'] if fmt.fields == 4 else ['user id']
     for name, v in zip(names, fields):
-        if _parse_int(v) is None: return f'{name} {v!r} is not an integer'
+        if (p := _id_problem(name, v)): return p
     r = fields[len(names)]
     try: float(r)
-    except ValueError: return f'rating {r!r} is not a number'
+    except ValueError: return f'rating {_clip(r, 40)!r} is not a number'
     t = fields[-1].strip()
     if fmt.time == 'date':
-        if not _DATE_RE.fullmatch(t): return f'date {t!r} is not YYYY-MM-DD'
+        if not _DATE_RE.fullmatch(t): return f'date {_clip(t, 40)!r} is not YYYY-MM-DD'
         try: pd.Timestamp(t)
         except ValueError: return f'date {t!r} is not a valid date'
-    elif _parse_int(t) is None: return f'timestamp {t!r} is not an integer'
+    else: return _id_problem('timestamp', t)
     return None
 
 def _scan_for_error(path, fmt:RatingFormat, skip:int=0):
-    "Raise a `DataError` at the first line of `path` that breaks `fmt` (the slow path, used only after a failure)."
+    "Raise a `DataError` at the first line of `path` that breaks `fmt`, or for a file without ratings (the slow path, used only after a failure)."
+    rows = 0
     with open(path, 'rb') as f:
         for n, raw in enumerate(f, 1):
             if n <= skip: continue
-            line = raw.decode('latin-1').rstrip('\r\n')
+            line = raw.decode('latin-1').rstrip('\n').removesuffix('\r')
+            if '\r' in line: raise DataError(path, n, 'a carriage return (\\r) inside the line', line)
             if not line.strip(): continue
             fields = line.split(fmt.sep) if fmt.sep != ' ' else line.split(' ')
             if (p := _check_line(fmt, fields)) is not None: raise DataError(path, n, p, line)
+            rows += 1
+    if rows == 0: raise DataError(path, None, 'no ratings in this file')
 
 # %% ../nbs/00_data.ipynb #c027
 def _arrow_read(data, fmt:RatingFormat, names:list[str], types:dict, skip:int=0) -> pa.Table:
@@ -188,18 +207,25 @@ def read_ratings(path,                    # a ratings file in one of `FORMATS`
     skip = 1 if f.header else 0
     time_type = pa.timestamp('s') if f.time == 'date' else pa.int64()
     types = {'user_id': pa.int64(), 'movie_id': pa.int64(), 'rating': pa.float32(), 'date': time_type}
-    data = io.BytesIO(path.read_bytes().replace(b'::', b'\t')) if f.sep == '::' else str(path)
+    if f.sep == '::':
+        raw = path.read_bytes()
+        if (tab := raw.find(b'\t')) >= 0:
+            n = raw.count(b'\n', 0, tab) + 1
+            raise DataError(path, n, "a tab in a '::'-separated file", _line_text(path, n))
+        data = io.BytesIO(raw.replace(b'::', b'\t'))
+    else: data = str(path)
     try: table = _arrow_read(data, f, RATING_COLUMNS, types, skip)
     except pa.ArrowInvalid as e:
         _scan_for_error(path, f, skip)
         raise DataError(path, None, f'could not parse: {e}') from e
     blank, anynull = _blank_rows(table)
-    if (bad := np.flatnonzero(anynull & ~blank)).size: _scan_for_error(path, f, skip)
+    if (anynull & ~blank).any(): _scan_for_error(path, f, skip)
     df = table.to_pandas()
     if blank.any(): df = df[~blank].copy()
     if report is not None: report['blank_lines'] = report.get('blank_lines', 0) + int(blank.sum())
-    if f.time == 'unix': df['date'] = pd.to_datetime(df['date'], unit='s').astype('datetime64[s]')
-    _check_values(path, df, rating_scale, skip)
+    if len(df) == 0: raise DataError(path, None, 'no ratings in this file')
+    if f.time == 'unix': df['date'] = df['date'].to_numpy(np.int64).astype('datetime64[s]')   # any int64 fits: no overflow
+    _check_values(path, df, rating_scale, skip, f.step)
     return pd.DataFrame({'user_id': df['user_id'].to_numpy(np.int32), 'movie_id': df['movie_id'].to_numpy(np.int32),
                          'rating': df['rating'].to_numpy(np.float32), 'date': df['date'].to_numpy('datetime64[s]')})
 
@@ -211,12 +237,17 @@ def _line_text(path, n:int) -> str:
             if i == n: return raw.decode('latin-1').rstrip('\r\n')
     return ''
 
-def _check_values(path, df:pd.DataFrame, rating_scale, skip:int=0):
-    "Raise a `DataError` at the first row with an id out of range or a rating outside `rating_scale`."
+def _check_values(path, df:pd.DataFrame, rating_scale, skip:int=0, step:float=1.0):
+    "Raise a `DataError` at the first row with an id out of range, a rating outside `rating_scale` or off its `step`, or a date outside `_DAY_RANGE`."
     lo, hi = rating_scale
+    first, last = _DAY_RANGE
     checks = [(~df['user_id'].between(1, 2**31 - 1), lambda r: f"user id {r.user_id} out of range 1..2^31-1"),
               (~df['movie_id'].between(1, 2**31 - 1), lambda r: f"movie id {r.movie_id} out of range 1..2^31-1"),
-              (~df['rating'].between(lo, hi), lambda r: f"rating {r.rating:g} outside the scale {lo:g}–{hi:g}")]
+              (~df['rating'].between(lo, hi), lambda r: f"rating {r.rating:g} outside the scale {lo:g}–{hi:g}"),
+              ((df['rating'] / step) % 1 != 0, lambda r: f"rating {r.rating:g} is not a multiple of {step:g} "
+                                                         f"({'whole stars' if step == 1 else f'steps of {step:g}'} in this format)"),
+              (~df['date'].between(first, last + np.timedelta64(1, 'D') - np.timedelta64(1, 's')),
+               lambda r: f"date {str(r.date).removesuffix(' 00:00:00')} outside {first}..{last}")]
     firsts = [(np.flatnonzero(m.to_numpy())[:1], msg) for m, msg in checks]
     firsts = [(int(i[0]), msg) for i, msg in firsts if i.size]
     if firsts:
@@ -275,7 +306,8 @@ def load_movielens(directory # a MovieLens 100K, 1M or latest directory
         if (directory/name).exists():
             scale = (0.5, 5) if fmt == 'ml-latest' else (1, 5)
             return read_ratings(directory/name, fmt, rating_scale=scale), read_movielens_items(directory)
-    raise DataError(directory, None, 'no MovieLens ratings file (u.data, ratings.dat or ratings.csv) here')
+    raise DataError(directory, None, 'no ratings file here: MovieLens needs u.data, ratings.dat or ratings.csv; '
+                    'the Netflix format, netflix_train.txt and netflix_test.txt')
 
 # %% ../nbs/00_data.ipynb #c040
 def read_prize_movie_file(path, rating_scale=(1, 5)) -> pd.DataFrame:
@@ -498,7 +530,8 @@ def read_users(path) -> np.ndarray:
     ids = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip(): continue
-        if (u := _parse_int(line)) is None: raise DataError(path, n, 'user id is not an integer', line)
+        if (p := _id_problem('user id', line)): raise DataError(path, n, p, line)
+        u = int(line)
         ids.append(u)
     return np.array(ids, dtype=np.int64)
 
@@ -537,8 +570,6 @@ def load_ratings(train_path, test_path:str|Path|None=None, fmt:str|None=None, ra
     return make_rating_data(train, test, report=report, source=str(train_path), paths=(train_path, test_path), **kwargs)
 
 # %% ../nbs/00_data.ipynb #p1
-_DAY_RANGE = (np.datetime64('1900-01-01'), np.datetime64('2059-12-31'))   # int16 days since 1970 hold these
-
 def _prize_problem(line:str, # one line of a movie file, after the header
                    rating_scale, # inclusive (low, high)
                   ) -> str|None:

@@ -89,6 +89,7 @@ PLAYLIST_FIELDS = {'name': str, 'collaborative': str, 'pid': int, 'modified_at':
 TRACK_FIELDS = {'pos': int, 'artist_name': str, 'track_uri': str, 'artist_uri': str, 'track_name': str,
                 'album_uri': str, 'duration_ms': int, 'album_name': str}
 URI_FIELDS = {'track_uri': 'spotify:track:', 'artist_uri': 'spotify:artist:', 'album_uri': 'spotify:album:'}
+_TRACK_KEYS, _TRACK_TYPES = tuple(TRACK_FIELDS), tuple(TRACK_FIELDS.values())   # one tuple comparison checks a track
 
 def _type_name(v): return 'null' if v is None else type(v).__name__
 
@@ -110,14 +111,13 @@ def check_playlist(pl:dict # one decoded playlist object
     tracks = pl['tracks']
     if pl['num_tracks'] != len(tracks): return f"num_tracks is {pl['num_tracks']} but the playlist has {len(tracks)} tracks"
     for i, t in enumerate(tracks):
-        if type(t) is not dict or not TRACK_FIELDS.keys() <= t.keys() or t['pos'] != i:
+        if type(t) is not dict or tuple(type(t.get(k)) for k in _TRACK_KEYS) != _TRACK_TYPES or t['pos'] != i:
             if (msg := _check_fields(t, TRACK_FIELDS, f'track {i}')): return msg
             return f"track {i}: pos is {t['pos']!r}, expected {i}"
         for k, prefix in URI_FIELDS.items():
             u = t[k]
             if type(u) is not str or not u.startswith(prefix): return f"track {i}: {k} {u!r:.60} does not start with {prefix!r}"
             if len(u) == len(prefix): return f"track {i}: {k} {u!r} has an empty id"
-    if len(tracks) and (msg := _check_fields(tracks[-1], TRACK_FIELDS, f'track {len(tracks) - 1}')): return msg
     return None
 
 # %% ../nbs/10_spotify.ipynb #c024
@@ -134,9 +134,11 @@ def read_slice(path, # one `mpd.slice.START-END.json` file
     if not isinstance(data, dict): raise MPDError(path, f'the top level is a {_type_name(data)}, expected an object')
     if not isinstance(data.get('playlists'), list): raise MPDError(path, "no 'playlists' list at the top level")
     if validate:
+        lo, hi = slice_range(path) if SLICE_RE.match(path.name) else (None, None)
         for i, pl in enumerate(data['playlists']):
-            if (msg := check_playlist(pl)):
-                raise MPDError(path, msg, playlist=i, pid=pl.get('pid') if isinstance(pl, dict) else None)
+            if not (msg := check_playlist(pl)) and lo is not None and not lo <= pl['pid'] <= hi:
+                msg = f"pid {pl['pid']} is outside the file's range {lo}-{hi}"
+            if msg: raise MPDError(path, msg, playlist=i, pid=pl.get('pid') if isinstance(pl, dict) else None)
     return data
 
 def iter_playlists(src, # slice files: see `slice_files`
@@ -438,7 +440,8 @@ def prepare_records(data, # slice files: see `slice_files`
     bar = progress_bar(len(files), desc='prepare', enabled=progress)
     for path in files:
         pid, ctx, nxt, offsets, skipped = [], {f: [] for f in RECORD_FIELDS}, {f: [] for f in RECORD_FIELDS}, [0], 0
-        playlists = read_slice(path, validate)['playlists']
+        try: playlists = read_slice(path, validate)['playlists']
+        except MPDError: bar.close(); raise                  # the bar ends before the error is printed
         for pl in playlists:
             dup_pids += pl['pid'] in seen_pids; seen_pids.add(pl['pid'])
             ids = {f: [] for f in RECORD_FIELDS}

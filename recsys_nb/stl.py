@@ -14,11 +14,12 @@ import pandas as pd
 import jax.numpy as jnp
 from flax import nnx
 
+from .data import DataError
 from .metrics import auc
 from .options import add_json_arg, add_options, add_progress_arg, add_synth_args, given_options
 from .stl_data import STLData, _find_file, find_images, key_to_url, load_stl, read_catalog
 from .stl_synth import SYNTH_PRESETS, synth_stl
-from .stl_model import (Batches, STLConfig, STLModel, STL_CONFIGS, ema_update, embed_images, load_model,
+from .stl_model import (Batches, STLConfig, STLModel, STL_CONFIGS, decode_image, ema_update, embed_images, load_model,
                                  make_triplets, stl_optimizer, save_model, train_step)
 from .stl_eval import STLEmbeddings, evaluate_stl, make_embeddings, split_pairs, top_k_products, triplet_scores
 
@@ -86,6 +87,10 @@ def train_stl(data:STLData, # the data set (valid pairs)
     from recsys_nb.train import fit, Checkpointer, module_state, load_module_state
     cfg = (config or STLConfig()).replace(**overrides)
     if cfg.negatives not in ('catalog', 'pairs'): raise ValueError(f"negatives must be 'catalog' or 'pairs', got {cfg.negatives!r}")
+    if len(data.pairs) == 0:
+        r = data.report
+        raise DataError(r.get('pairs_file', data.root), None, f"no usable pairs to train on: {r['pairs']} read, {r['pairs_missing_scene']} "
+                        f"without their scene image, {r['pairs_missing_product']} without their product image")
     train_t = make_triplets(data.pairs, cfg.num_neg, cfg.seed,
                             candidates=data.products if cfg.negatives == 'catalog' else 'pairs')[0]
     test_t = make_triplets(data.pairs, cfg.test_num_neg, cfg.seed, candidates='pairs')[1]
@@ -156,7 +161,7 @@ def _img_tag(path, out_dir, embed:bool, size:int, title='', style=''):
     t = f' title="{html.escape(title)}"' if title else ''
     if embed:
         from PIL import Image
-        im = Image.open(path).convert('RGB'); im.thumbnail((size, size))
+        im = Image.fromarray(decode_image(path)); im.thumbnail((size, size))
         buf = io.BytesIO(); im.save(buf, 'JPEG', quality=85)
         src = 'data:image/jpeg;base64,' + base64.b64encode(buf.getvalue()).decode()
     else: src = html.escape(Path(os.path.relpath(Path(path).resolve(), Path(out_dir).resolve())).as_posix())

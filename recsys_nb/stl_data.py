@@ -39,11 +39,19 @@ def _json_error(path, text:str, e:json.JSONDecodeError):
     lo = max(e.colno - 40, 0)
     return DataError(path, e.lineno, f"invalid JSON at column {e.colno}: {e.msg}", line[lo:lo + 80])
 
+def _utf8(path, raw:bytes, first_line:int=1) -> str:
+    "`raw` decoded as UTF-8; a `DataError` naming the line of the first byte that is not."
+    try: return raw.decode('utf-8')
+    except UnicodeDecodeError as e:
+        n = first_line + raw.count(b'\n', 0, e.start)
+        line = raw[raw.rfind(b'\n', 0, e.start) + 1:].split(b'\n', 1)[0].decode('utf-8', 'replace')
+        raise DataError(path, n, f'not UTF-8 text (byte 0x{raw[e.start]:02x})', line[:200]) from None
+
 def read_catalog(path, # a catalog file (`fashion-cat.json`): {signature: "Category|Subcategory", ...}
                 ) -> dict:
     "The product catalog as a dict signature → category path (validated)."
     path = Path(path)
-    text = path.read_text(encoding='utf-8')
+    text = _utf8(path, path.read_bytes())
     try: cat = json.loads(text)
     except json.JSONDecodeError as e: raise _json_error(path, text, e) from None
     if not isinstance(cat, dict): raise DataError(path, None, f"expected a JSON object, got {type(cat).__name__}")
@@ -82,8 +90,9 @@ def read_pairs(path, # a pair file (`fashion.json`): one {"product", "scene", "b
     "Scene–product pairs, one row each in file order, columns `PAIR_COLUMNS` (validated)."
     path = Path(path)
     rows, seen, blank, dup = [], set(), 0, 0
-    with open(path, encoding='utf-8') as f:
-        for n, line in enumerate(f, 1):
+    with open(path, 'rb') as f:
+        for n, raw in enumerate(f, 1):
+            line = _utf8(path, raw, n)
             if not line.strip(): blank += 1; continue
             try: obj = json.loads(line)
             except json.JSONDecodeError as e: raise DataError(path, n, f"invalid JSON: {e.msg}", line.rstrip('\n')[:200]) from None
@@ -179,7 +188,7 @@ def load_stl(directory:str|Path|None=None, # holds the pair file, the catalog an
     pairs = Path(pairs) if pairs else _find_file(d, ['fashion.json', 'home.json'], 'pair file')
     catalog = Path(catalog) if catalog else _find_file(d, ['fashion-cat.json', 'home-cat.json'], 'catalog')
     images = Path(images) if images else (d / 'images' if (d / 'images').is_dir() else d)
-    rep = {}
+    rep = {'pairs_file': str(pairs)}
     df, cat, found = read_pairs(pairs, rep), read_catalog(catalog), find_images(images)
     has_scene, has_product = df['scene'].isin(found), df['product'].isin(found)
     not_in_cat = sorted(set(df['product']) - set(cat))

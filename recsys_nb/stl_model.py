@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .data import DataError
 from .optim import kernel_mask, make_optimizer, warmup_cosine
 
 # %% auto #0
@@ -27,9 +28,13 @@ def decode_image(src, # a file path, or the bytes of an image file
                 ) -> np.ndarray:
     "The image as an H x W x 3 uint8 RGB array (Pillow)."
     from PIL import Image
-    with Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src) as im:
-        if draft and im.format == 'JPEG': im.draft('RGB', (draft, draft))
-        return np.asarray(im.convert('RGB'))
+    try:
+        with Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src) as im:
+            if draft and im.format == 'JPEG': im.draft('RGB', (draft, draft))
+            return np.asarray(im.convert('RGB'))
+    except OSError as e:              # not an image, truncated, unreadable: say which file
+        if isinstance(src, (bytes, bytearray)): raise
+        raise DataError(src, None, f'not a readable image ({e})') from None
 
 def crop_or_pad(img:np.ndarray, # H x W x C image
                 height:int, # target height

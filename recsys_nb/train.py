@@ -5,7 +5,7 @@
 # %% ../nbs/01a_train.ipynb #c003
 from __future__ import annotations
 from typing import Callable
-import copy, importlib.util, json, math, os, random, re, sys, tempfile, time
+import copy, importlib.util, json, math, os, random, re, sys, tempfile, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -411,7 +411,16 @@ def atomic_write(path, # the file to write
     except BaseException:
         if os.path.exists(tmp): os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)                  # the rename itself survives a crash
     return path
+
+def _fsync_dir(d:Path):
+    "Flush a directory's entries to disk (where the platform allows it)."
+    try: fd = os.open(d, os.O_RDONLY)
+    except OSError: return
+    try: os.fsync(fd)
+    except OSError: pass
+    finally: os.close(fd)
 
 class Checkpointer:
     "Atomic checkpoints (arrays + JSON, no pickle) in `directory`, every `every` epochs, keeping the newest `keep`."
@@ -424,6 +433,8 @@ class Checkpointer:
         if keep is not None and (int(keep) != keep or keep < 1): raise ValueError(f"keep must be >= 1 or None, got {keep!r}")
         self.directory, self.every, self.keep, self.prefix = Path(directory), int(every), keep, prefix
         self.directory.mkdir(parents=True, exist_ok=True)
+        for orphan in self.directory.glob(f'.{prefix}-*.npz.*.tmp'): orphan.unlink(missing_ok=True)   # left by a killed write
+        self.loaded = None   # the file the last `load` read
 
     def path(self, epoch:int) -> Path: return self.directory / f"{self.prefix}-{int(epoch):08d}.npz"
 
@@ -454,12 +465,20 @@ class Checkpointer:
             for old in self.list()[:-self.keep]: old.unlink(missing_ok=True)
         return self.path(epoch)
 
-    def load(self, path:str|Path|None=None, # a checkpoint file; default the latest
+    def load(self, path:str|Path|None=None, # a checkpoint file; default the latest readable one
             ) -> dict:
-        "Read a checkpoint: its arrays (NumPy), numbers, strings, lists, tuples and dicts, as saved."
-        path = self.latest() if path is None else Path(path)
-        if path is None: raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        return load_tree(path)
+        "Read a checkpoint: its arrays (NumPy), numbers, strings, lists, tuples and dicts, as saved. Without `path`, an unreadable newest file (corrupt, truncated) is skipped with a warning for the one before it."
+        if path is not None: self.loaded = Path(path); return load_tree(path)
+        files = self.list()
+        if not files: raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        for p in reversed(files):
+            try: out = load_tree(p)
+            except Exception as e:                          # zip, JSON or array errors: the file is damaged
+                warnings.warn(f"{p}: unreadable checkpoint ({type(e).__name__}: {e}); trying the one before it", stacklevel=2)
+                continue
+            self.loaded = p
+            return out
+        raise ValueError(f"{self.directory}: no readable checkpoint ({len(files)} damaged); start over with --fresh")
 
     def clear(self):
         "Delete every checkpoint file of this prefix."
@@ -571,13 +590,13 @@ class Checkpointing(Callback):
     def before_fit(self, run):
         if self.resume and self.ck.latest() is not None:
             c = self.ck.load()
-            if self.may_change is not None: check_same_settings(c.get('config'), self.config, self.may_change, str(self.ck.latest()))
+            if self.may_change is not None: check_same_settings(c.get('config'), self.config, self.may_change, str(self.ck.loaded))
             run.state = run.set_state(run.state, c['state'])
             run.start_epoch = run.done = c['epoch']
             run.history = History.from_dict(c['history'])
             if self.es is not None and c.get('early_stopping'): self.es.load_state_dict(c['early_stopping'])
             if c.get('rng'): set_rng_state(c['rng'])
-            run.info.update(resumed_from=run.start_epoch, epoch=run.start_epoch, checkpoint=str(self.ck.latest()))
+            run.info.update(resumed_from=run.start_epoch, epoch=run.start_epoch, checkpoint=str(self.ck.loaded))
             run.finished_before = c.get('stopped') in ('converged', 'early_stopping', 'callback')
         self.last_rng = rng_state()
 

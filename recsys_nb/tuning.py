@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_tuning.ipynb #c003
 from __future__ import annotations
-import contextlib, dataclasses, importlib, json, math, os, random, socket, sys, time, warnings
+import contextlib, dataclasses, importlib, json, math, os, random, socket, sys, time, urllib.parse, warnings
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 import numpy as np
@@ -146,8 +146,8 @@ def journal_storage(path) -> optuna.storages.BaseStorage:
 def _sqlite_path(url:str) -> Path|None:
     "The file behind a `sqlite:///` URL (None for other URLs or in-memory SQLite)."
     if not url.startswith('sqlite:///'): return None
-    p = url[len('sqlite:///'):]
-    return Path(p) if p and p != ':memory:' else None
+    p = url[len('sqlite:///'):].split('?', 1)[0]            # a query string is SQLAlchemy's, not the file's
+    return Path(urllib.parse.unquote(p)) if p and p != ':memory:' else None   # SQLAlchemy unquotes %XX too
 
 def _reason(e:Exception) -> str:
     "The first line of a database error's own message."
@@ -181,7 +181,7 @@ def open_storage(storage:str|Path|optuna.storages.BaseStorage|None=None, # None,
     if spec.startswith('journal:'): return journal_storage(spec[len('journal:'):])
     if '://' not in spec:
         if Path(spec).suffix in JOURNAL_SUFFIXES: return journal_storage(spec)
-        spec = f"sqlite:///{Path(spec).resolve()}"
+        spec = 'sqlite:///' + urllib.parse.quote(str(Path(spec).resolve()), safe='/')   # a path, not a URL: '?', '%' stay in it
     kw = {}
     if (p := _sqlite_path(spec)) is not None:
         _storage_file(p)

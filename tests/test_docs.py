@@ -222,3 +222,32 @@ def test_descriptions_are_one_line():
         title = next(c for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'markdown')
         quoted = [l for l in ''.join(title['source']).splitlines() if l.startswith('>')]
         assert len(quoted) <= 1, f'{nb.name}: the description spans {len(quoted)} lines'
+
+
+# ---------------------------------------------------------------------------------------------------- the book's text
+BLEMISHES = {'#LNone': 'a source link without a line', '/work/': 'a build-machine path', '/tmp/': 'a temporary path',
+             '.venv': 'the build venv', 'Warning': 'a warning', 'Traceback': 'a traceback'}
+
+
+def _outputs(cell) -> str:
+    out = []
+    for o in cell.get('outputs', []):
+        if 'text' in o: out.append(''.join(o['text']))
+        out += [''.join(v) for k, v in o.get('data', {}).items() if k in ('text/plain', 'text/html', 'text/markdown')]
+    return '\n'.join(out)
+
+
+def test_committed_outputs_carry_no_blemishes():
+    "What the book prints: no source link without a line, no build paths, no warnings or tracebacks in any output."
+    found = [f'{p.name} {c.get("id")}: {why}' for p in sorted(NBS.glob('*.ipynb')) for c in json.loads(p.read_text())['cells']
+             for pat, why in BLEMISHES.items() if c['cell_type'] == 'code' and pat in _outputs(c)]
+    assert not found, found
+
+
+def test_display_math_has_no_line_markdown_reads_as_a_list():
+    "A line inside $$…$$ that starts with '+ ', '- ' or '* ' becomes a bullet (raw $$ in HTML and PDF): end the line before with the operator instead."
+    found = [f'{p.name} {c.get("id")}: {line.strip()[:60]}' for p in sorted(NBS.glob('*.ipynb'))
+             for c in json.loads(p.read_text())['cells'] if c['cell_type'] == 'markdown'
+             for m in re.finditer(r'\$\$(.+?)\$\$', ''.join(c['source']), re.S)
+             for line in m.group(1).split('\n')[1:] if re.match(r'\s*([+*-]|\d+\.)\s', line)]
+    assert not found, found

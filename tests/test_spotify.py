@@ -225,7 +225,7 @@ def test_cli_reports_a_malformed_slice(tmp_path):
     write(tmp_path, 'mpd.slice.0-999.json', pls)
     r = cli('spotify', 'prepare', '--data', tmp_path, '--out', tmp_path / 'p')
     assert r.returncode == 2
-    assert 'mpd.slice.0-999.json, playlist 1 (pid 1): track 3: artist_uri 42 does not start with' in r.stderr
+    assert "mpd.slice.0-999.json, playlist 1 (pid 1): track 3: 'artist_uri' is int 42, expected str" in r.stderr
 
 
 def test_step_compiles_once(prepared):

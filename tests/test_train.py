@@ -201,3 +201,28 @@ def test_callback_and_validation():
         fit(step, s0, 5, progress=False, early_stopping=EarlyStopping('val_rmse'))
     with pytest.raises(ValueError, match='on_interrupt'):
         fit(step, s0, 5, on_interrupt='ignore')
+
+
+@pytest.mark.parametrize('damage', ['truncate', 'garbage', 'empty'])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, damage):
+    "A corrupt or truncated newest checkpoint is skipped with a warning; the run resumes from the previous one and ends as an uninterrupted run."
+    ref_state, ref_hist, _ = reference()
+    step, evaluate, s0 = np_problem()
+    seed_everything(0, torch=False)
+    ck = Checkpointer(tmp_path, every=4)
+    fit(interrupting(step, 10), s0, 40, evaluate=evaluate, checkpointer=ck, progress=False)
+    newest, before = ck.list()[-1], ck.list()[-2]
+    raw = newest.read_bytes()
+    newest.write_bytes({'truncate': raw[:len(raw) // 2], 'garbage': b'not a zip file' * 10, 'empty': b''}[damage])
+    (tmp_path / f'.{newest.name}.abc123.tmp').write_bytes(b'half a write')          # left by a killed save
+    with pytest.warns(UserWarning, match='unreadable checkpoint'):
+        s2, h2, i2 = fit(step, np_problem()[2], 40, evaluate=evaluate, checkpointer=Checkpointer(tmp_path, every=4), progress=False)
+    assert i2['resumed_from'] == int(before.stem.split('-')[1]) == 8
+    np.testing.assert_array_equal(s2['w'], ref_state['w'])
+    assert h2 == ref_hist and not list(tmp_path.glob('.*.tmp'))
+
+
+def test_no_readable_checkpoint_is_one_error(tmp_path):
+    ck = Checkpointer(tmp_path)
+    ck.path(3).write_bytes(b'junk')
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match='no readable checkpoint.*--fresh'): ck.load()
