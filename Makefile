@@ -14,7 +14,8 @@ TORCH_INDEX ?= $(if $(HAS_NVIDIA),,https://download.pytorch.org/whl/cpu)
 TORCH_ARGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX) --timeout 10 --retries 1)
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 # one line per package as pip collects it, then what was installed: progress without pip's full chatter
-PIP_LINES := 2> >(grep -v -E '^WARNING: (Location|Retrying)|Could not fetch URL' >&2) | grep --line-buffered -E '^(Collecting|Processing|Successfully|ERROR)' | sed -u 's/^/   /'
+# (sed, not grep: nothing to install prints none of these lines, and that is not a failure)
+PIP_LINES := 2> >(grep -v -E '^WARNING: (Location|Retrying)|Could not fetch URL' >&2) | sed -u -n -E '/^(Collecting|Processing|Successfully|ERROR)/s/^/   /p'
 STAMP := $(VENV)/.installed
 export PIP_NO_WARN_SCRIPT_LOCATION=1
 

@@ -58,3 +58,16 @@ def test_setup_takes_cpu_wheels_without_an_nvidia_gpu(tmp_path):
     assert '--extra-index-url https://download.pytorch.org/whl/cpu' in torch_line
     torch_line = next(l for l in _setup_plan(tmp_path, True).splitlines() if 'torch==' in l and ' install ' in l and not l.startswith('echo'))
     assert 'download.pytorch.org/whl/cpu' not in torch_line
+
+
+@pytest.mark.parametrize('pip_says,shown', [('Requirement already satisfied: numpy\n', ''),     # nothing to install
+                                            ('Collecting numpy\nDownloading x\nSuccessfully installed numpy\n',
+                                             '   Collecting numpy\n   Successfully installed numpy\n')])
+def test_setup_shows_pip_progress_and_an_up_to_date_venv_is_no_failure(tmp_path, pip_says, shown):
+    "The Makefile's filter of pip's output (PIP_LINES) keeps one line per package and succeeds when pip installs nothing."
+    mk = tmp_path / 'Makefile'
+    defs = [l for l in (ROOT / 'Makefile').read_text().splitlines() if l.startswith(('SHELL', 'PIP_LINES'))]
+    (tmp_path / 'pip.txt').write_text(pip_says)
+    mk.write_text('\n'.join(defs) + '\nt:\n\t@set -o pipefail; cat pip.txt $(PIP_LINES)\n')
+    r = subprocess.run(['make', '-s', '-f', str(mk), 't'], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == shown, (r.returncode, r.stdout, r.stderr)
