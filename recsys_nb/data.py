@@ -64,7 +64,16 @@ def _read_text(path) -> tuple[str, str]:
     raw = path.read_bytes()
     if not raw.strip(): raise DataError(path, None, 'file is empty')
     enc = detect_encoding(raw)
-    return raw.decode(enc), enc
+    if enc.startswith('utf-8'): return raw.decode(enc), enc
+    lines = raw.split(b'\n')                 # not UTF-8 as a whole: lines that are valid UTF-8 (beyond ASCII) keep it
+    utf8 = [l.isascii() or _is_utf8(l) for l in lines]
+    if all(utf8) or not any(u and not l.isascii() for u, l in zip(utf8, lines)): return raw.decode(enc), enc
+    n = sum(u and not l.isascii() for u, l in zip(utf8, lines))
+    return '\n'.join(l.decode('utf-8') if u else l.decode(enc) for u, l in zip(utf8, lines)), f"mixed: {n} line{'s' * (n != 1)} utf-8, the others {enc}"
+
+def _is_utf8(b:bytes) -> bool:
+    try: b.decode('utf-8'); return True
+    except UnicodeDecodeError: return False
 
 def _parse_int(s:str) -> int|None:
     "`int(s)` for a plain (optionally signed) decimal integer, else None."
@@ -532,6 +541,7 @@ def read_users(path) -> np.ndarray:
         if not line.strip(): continue
         if (p := _id_problem('user id', line)): raise DataError(path, n, p, line)
         u = int(line)
+        if not 1 <= u <= 2**31 - 1: raise DataError(path, n, f'user id {u} out of range 1..2^31-1', line)   # as in the ratings
         ids.append(u)
     return np.array(ids, dtype=np.int64)
 

@@ -276,9 +276,11 @@ class Estimator:
         "Read a model written by `save` (any estimator class when called on `Estimator`)."
         path = Path(path)
         doc = read_model_json(path)
-        if doc['class'] not in Estimator._registry and str(doc.get('module', '')).startswith('recsys_nb.'):
-            importlib.import_module(doc['module'])                      # the library's own modules only
-        klass = Estimator._registry.get(doc['class'])
+        if doc['class'] == cls.__name__: klass = cls                    # the class asked for (also one a notebook defines again)
+        else:
+            if doc['class'] not in Estimator._registry and str(doc.get('module', '')).startswith('recsys_nb.'):
+                importlib.import_module(doc['module'])                  # the library's own modules only
+            klass = Estimator._registry.get(doc['class'])
         if klass is None or not issubclass(klass, cls):
             raise ValueError(f"{path}: holds a {doc['class']} model; {cls.__name__}.load reads {cls.__name__} models")
         with np.load(path / 'arrays.npz', allow_pickle=False) as z: arrays = {k: z[k] for k in z.files}

@@ -480,6 +480,7 @@ def _mf_command(args) -> dict:
         csv = pd.DataFrame(hist).to_csv(index=False).encode()
         atomic_write(history, lambda f: f.write(csv)); out['history_csv'] = str(history)
     out['config'] = {k: v for k, v in out['config'].items() if k not in ('progress',)}
+    out['data'] = dict(getattr(data, 'report', {}))                        # what loading decided, counted
     return out
 
 def register_cli(sub):

@@ -283,7 +283,8 @@ def run_stl(data_dir, # a Shop-the-Look directory (pairs, catalog, images/)
                resumed_from_step=None if run.info['resumed_from'] is None else run.info['resumed_from'] * cfg.log_every,
                image_size=cfg.image_size, valid_pairs=data.report['valid_pairs'], pairs=data.report['pairs'],
                missing_scene_images=data.report['missing_scene_images'],
-               missing_product_images=data.report['missing_product_images'])
+               missing_product_images=data.report['missing_product_images'],
+               data={k: v for k, v in data.report.items() if k != 'pairs_file'})   # every count loading made (duplicates, blank lines, ...)
     if workdir is not None:
         emb.save(workdir)
         (Path(workdir) / 'results.json').write_text(json.dumps(res, indent=1))

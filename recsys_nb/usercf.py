@@ -974,7 +974,7 @@ def _usercf_command(args) -> dict:
     data = data_from_args(args)
     print(f'[usercf] {data!r}', file=sys.stderr, flush=True)
     opts = given_options(args, UserCF.__init__, exclude=USERCF_NO_OPTION)
-    return evaluate_usercf(data, train_sample=args.train_sample or None, **opts)
+    return {**evaluate_usercf(data, train_sample=args.train_sample or None, **opts), 'data': dict(data.report)}   # what loading decided, counted
 
 def register_cli(sub):
     "Add the `usercf` command to the `recsys-nb` parser: one option per parameter of `UserCF`."

@@ -206,3 +206,18 @@ def test_each_module_loads_only_its_framework(module, absent):
     code = f"import {module}, sys; print([m for m in sys.modules if m.split('.')[0] in {absent!r}])"
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == '[]', out.stdout
+
+
+def test_load_survives_a_class_defined_again_under_the_same_name(tmp_path):
+    "A notebook that runs its exported cells defines `MF` again (and registers it); the library's `MF.load` still reads library models."
+    from recsys_nb.estimator import Estimator
+    from recsys_nb.mf import MF
+    g = np.random.default_rng(0)
+    df = pd.DataFrame({'user': g.integers(0, 20, 200), 'item': g.integers(0, 15, 200), 'rating': g.integers(1, 6, 200).astype(float)})
+    path = MF('sparse', max_epochs=3, progress=False).fit(df).save(tmp_path / 'm')
+    saved = dict(Estimator._registry)
+    try:
+        type('MF', (Estimator,), {})                                  # what re-running 03_mf's exported cells does
+        assert type(MF.load(path)) is MF
+    finally:
+        Estimator._registry.clear(); Estimator._registry.update(saved)

@@ -151,3 +151,49 @@ def test_sqlite_paths_are_paths_not_urls(tmp_path, name):
     from recsys_nb.tuning import open_storage
     optuna.create_study(storage=open_storage(tmp_path / name), study_name='s')
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_spotify_preparation_sees_an_edit_of_the_same_size_and_second(tmp_path):
+    "The prepared records are keyed on the slices' bytes: an edit that keeps the size and the modification time is seen."
+    import os
+    from recsys_nb.spotify import prepare_records, synth_mpd
+    d = synth_mpd(tmp_path / 'mpd', 'tiny', seed=0)
+    first = prepare_records(d / 'data', tmp_path / 'prep')
+    f = sorted((d / 'data').glob('mpd.slice.*.json'))[0]
+    st, raw = f.stat(), f.read_bytes()
+    i = raw.index(b'"name": "') + len(b'"name": "')
+    f.write_bytes(raw[:i] + (b'X' if raw[i:i + 1] != b'X' else b'Y') + raw[i + 1:])        # one byte of a playlist name
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert f.stat().st_size == st.st_size and f.stat().st_mtime_ns == st.st_mtime_ns
+    second = prepare_records(d / 'data', tmp_path / 'prep')
+    assert second['signature'] != first['signature']
+    assert prepare_records(d / 'data', tmp_path / 'prep')['signature'] == second['signature']   # and unchanged data is reused
+
+
+def test_users_file_ids_follow_the_ratings_rule(tmp_path):
+    p = tmp_path / 'users.txt'
+    p.write_text('1\n-5\n')
+    with pytest.raises(DataError, match=r'users.txt, line 2: user id -5 out of range 1..2\^31-1'): read_users(p)
+
+
+def test_titles_mixing_utf8_and_latin1_lines_decode_each_line_and_say_so(tmp_path):
+    from recsys_nb.data import read_movie_titles
+    p = tmp_path / 'movie_titles.txt'
+    p.write_bytes('1,2001,Amélie\n'.encode('utf-8') + '2,1998,Café\n'.encode('latin-1') + b'3,2000,Plain\n')
+    df = read_movie_titles(p)
+    assert df.title.tolist() == ['Amélie', 'Café', 'Plain']                       # no mojibake ('AmÃ©lie')
+    assert df.attrs['encoding'] == 'mixed: 1 line utf-8, the others latin-1'
+
+
+@pytest.mark.parametrize('command', [['usercf'], ['mf', '--max-epochs', '1', '--no-progress']])
+def test_json_results_carry_what_loading_counted(tmp_path, capsys, command):
+    "Duplicates and unseen ids are in the `--json` result, not only on stderr."
+    import shutil
+    from recsys_nb.cli import main
+    from recsys_nb.synth import synth_netflix
+    d = Path(shutil.copytree(synth_netflix(tmp_path / 'src', 'tiny', seed=0), tmp_path / 'nf'))
+    train = d / 'netflix_train.txt'
+    train.write_text(train.read_text() + train.read_text().splitlines()[0] + '\n')        # one duplicate pair
+    assert main([*command, '--data', str(d), '--json']) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res['data']['train_duplicates'] == 1 and 'test_ratings_with_unseen_ids' in res['data']
