@@ -423,6 +423,10 @@ def _file_digest(path, chunk:int=1 << 20) -> str:
         while (b := f.read(chunk)): h.update(b)
     return h.hexdigest()
 
+def _json_digest(obj) -> str:
+    "A digest of a JSON-able value (a preparation's signature: its slices' digests and settings)."
+    return hashlib.blake2b(json.dumps(obj, sort_keys=True).encode(), digest_size=16).hexdigest()
+
 def _source_signature(files, topk, min_next) -> dict:
     return {'files': [[f.name, f.stat().st_size, _file_digest(f)] for f in files], 'topk': topk, 'min_next': min_next}
 
@@ -828,6 +832,7 @@ def train_spotify(prepared, # a directory written by `prepare_records`
     "Train the playlist model on the train slices and rank the whole corpus for the test slices."
     cfg = cfg or SpotifyConfig()
     rep = json.loads((Path(prepared)/'prepare.json').read_text())
+    run_config = {**asdict(cfg), 'data': _json_digest(rep['signature'])}   # a resume must be of these settings and this data
     train, test, at = load_records(prepared, 'train'), load_records(prepared, 'test'), load_all_tracks(prepared)
     ca, cr = at.album.values.astype(np.int32), at.artist.values.astype(np.int32)
     model = SpotifyModel(rep['n_albums'], rep['n_artists'], cfg.feature_size, cfg.max_albums, cfg.context_pool,
@@ -864,7 +869,7 @@ def train_spotify(prepared, # a directory written by `prepare_records`
     if ck is not None and ck.latest() is not None:
         if not resume: ck.clear()
         else:
-            check_same_settings(ck.load().get('config'), asdict(cfg), may_change=('steps',), where=str(ck.directory),
+            check_same_settings(ck.load().get('config'), run_config, may_change=('steps',), where=str(ck.directory),
                                 remedy='resume with the same settings, or start afresh (resume=False / --fresh)')
     get_state = lambda st: {'leaves': [np.asarray(x) for x in jax.tree.leaves(st['state'])],
                             'key': np.asarray(st['key']), 'sampler': sampler.state()}
@@ -873,7 +878,7 @@ def train_spotify(prepared, # a directory written by `prepare_records`
         return {'state': jax.tree.unflatten(treedef, [jnp.asarray(x) for x in saved['leaves']]), 'key': jnp.asarray(saved['key'])}
     t0 = time.time()
     st, hist, info = fit(one_round, {'state': state0, 'key': jax.random.PRNGKey(cfg.seed)}, rounds, evaluate=evaluate,
-                         eval_every=every, checkpointer=ck, get_state=get_state, set_state=set_state, config=asdict(cfg),
+                         eval_every=every, checkpointer=ck, get_state=get_state, set_state=set_state, config=run_config,
                          progress=progress, desc='spotify', postfix_keys=['loss', f'test_track_recall_at_{cfg.k}'])
     train_seconds = time.time() - t0
     model = current_model(st)

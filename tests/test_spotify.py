@@ -254,3 +254,6 @@ def test_cli_refuses_to_mix_runs(tmp_path, tiny):
     r = cli(*args, '--learning-rate', '0.5')
     assert r.returncode == 2 and 'other settings or data (learning_rate)' in r.stderr and 'Traceback' not in r.stderr
     assert cli(*args, '--learning-rate', '0.5', '--fresh').returncode == 0
+    other = synth_mpd(tmp_path / 'other', 'tiny', seed=1)                 # the same settings on other data: refused too
+    r = cli('spotify', 'train', '--data', other, *args[4:], '--learning-rate', '0.5')
+    assert r.returncode == 2 and 'other settings or data (data)' in r.stderr and 'Traceback' not in r.stderr
