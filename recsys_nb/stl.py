@@ -5,7 +5,7 @@
 # %% ../nbs/20d_stl.ipynb #c003
 from __future__ import annotations
 from typing import Callable
-import argparse, base64, html, io, json, math, os, time
+import argparse, base64, hashlib, html, io, json, math, os, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from .stl_model import (Batches, STLConfig, STLModel, STL_CONFIGS, decode_image,
 from .stl_eval import STLEmbeddings, evaluate_stl, make_embeddings, split_pairs, top_k_products, triplet_scores
 
 # %% auto #0
-__all__ = ['STLRun', 'train_stl', 'random_items', 'item_table_html', 'write_random_items', 'scene_page_html',
+__all__ = ['STLRun', 'data_digest', 'train_stl', 'random_items', 'item_table_html', 'write_random_items', 'scene_page_html',
            'write_recommendations', 'run_stl', 'recommend_stl', 'register_cli']
 
 # %% ../nbs/20d_stl.ipynb #c116t
@@ -45,12 +45,18 @@ class STLRun:
     cache:dict                 # decoded images, reusable for embedding
     workdir:Path|None = None
 
-def _check_resume(ck, cfg:STLConfig, fresh:bool):
-    "Refuse to resume from a checkpoint made with other settings (or clear it when `fresh`)."
+def data_digest(data:STLData) -> str:
+    "A digest of the data a run learns from: its valid pairs (signatures and boxes) and its candidate products."
+    h = hashlib.blake2b(pd.util.hash_pandas_object(data.pairs, index=False).to_numpy().tobytes(), digest_size=16)
+    h.update('\n'.join(data.products).encode())
+    return h.hexdigest()
+
+def _check_resume(ck, cfg:STLConfig, fresh:bool, run_config:dict):
+    "Refuse to resume from a checkpoint made with other settings or data (or clear it when `fresh`)."
     if ck is None or ck.latest() is None: return
     if fresh: ck.clear(); return
     from recsys_nb.train import check_same_settings
-    check_same_settings(ck.load().get('config'), asdict(cfg), may_change=tuple(k for k in asdict(cfg) if k not in _TRAJECTORY_KEYS),
+    check_same_settings(ck.load().get('config'), run_config, may_change=tuple(k for k in asdict(cfg) if k not in _TRAJECTORY_KEYS),
                         where=str(ck.directory), remedy='use fresh=True (--fresh) or another work directory')
 
 def _quick_eval(model, data, test_triplets, cfg, cache):
@@ -91,6 +97,7 @@ def train_stl(data:STLData, # the data set (valid pairs)
         r = data.report
         raise DataError(r.get('pairs_file', data.root), None, f"no usable pairs to train on: {r['pairs']} read, {r['pairs_missing_scene']} "
                         f"without their scene image, {r['pairs_missing_product']} without their product image")
+    run_config = {**asdict(cfg), 'data': data_digest(data)}     # a resume must be of these settings and this data
     train_t = make_triplets(data.pairs, cfg.num_neg, cfg.seed,
                             candidates=data.products if cfg.negatives == 'catalog' else 'pairs')[0]
     test_t = make_triplets(data.pairs, cfg.test_num_neg, cfg.seed, candidates='pairs')[1]
@@ -104,7 +111,7 @@ def train_stl(data:STLData, # the data set (valid pairs)
     if workdir is not None:
         workdir = Path(workdir); workdir.mkdir(parents=True, exist_ok=True)
         ck = Checkpointer(workdir / 'checkpoints', every=max(1, round(cfg.checkpoint_every / chunk)), keep=3)
-        _check_resume(ck, cfg, fresh)
+        _check_resume(ck, cfg, fresh, run_config)
     stream = {'batches': None, 'pos': None}
 
     def step(state, epoch):
@@ -135,7 +142,7 @@ def train_stl(data:STLData, # the data set (valid pairs)
     try:
         state, history, info = fit(
             step, (model, opt, nnx.clone(model)) if cfg.ema else (model, opt), epochs, evaluate=evaluate, eval_every=max(1, round(cfg.eval_every / chunk)),
-            checkpointer=ck, get_state=module_state, set_state=load_module_state, config=asdict(cfg),
+            checkpointer=ck, get_state=module_state, set_state=load_module_state, config=run_config,
             progress=progress, desc='stl', postfix_keys=['loss', 'eval_loss', 'test_auc'], callback=callback)
     finally:
         if stream['batches'] is not None: stream['batches'].close()

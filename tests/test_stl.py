@@ -198,6 +198,9 @@ def test_softmax_loss_weight_average_and_decay_train_and_resume(tiny, tmp_path):
     assert again.info['resumed_from'] is not None
     with pytest.raises(ValueError, match='other settings'):
         train_stl(d, cfg.replace(ema=0.5), workdir=tmp_path, progress=False)
+    other = load_stl(synth_stl(tmp_path / 'other', 'tiny', seed=1))       # the same settings on other data: refused too
+    with pytest.raises(ValueError, match=r'other settings or data \(data\)'):
+        train_stl(other, cfg, workdir=tmp_path, progress=False)
 
 
 def test_triplets_split_and_seed(tiny):
