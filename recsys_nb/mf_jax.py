@@ -27,9 +27,10 @@ from .optim import make_optimizer
 from flax import nnx
 from .mf import (MFConfig, MFData, MFRun, MFTrainerBase, as_mf_data, chunk_layout, _pad_chunks, lr_factor,
                           minibatch_ids, minibatch_order, run_trainer)
-from .train import get_device, module_state, load_module_state
+from .train import constructor_signature, get_device, module_state, load_module_state
 
 # %% ../nbs/03_mf_jax.ipynb #c028
+@constructor_signature
 class JaxMF(nnx.Module):
     "Matrix factorisation R ≈ U Vᵀ (+ μ + b_u + b_i when biased) as a Flax NNX module."
     def __init__(self, n_users:int, n_movies:int, k:int, # matrix shape and latent factors

@@ -32,7 +32,7 @@ from .data import DataError, IdMap, load_movielens, read_movielens_items, read_m
 from .splits import random_split
 from .options import add_data_args, add_json_arg, add_options, add_progress_arg, data_from_args, given_options
 from .metrics import top_k_accuracy
-from .train import History, Checkpointer, fit, plot_runs, setup_plotly
+from .train import History, Checkpointer, constructor_signature, fit, plot_runs, setup_plotly
 
 # %% ../nbs/30_retrieval.ipynb #c007
 class Lookup:
@@ -202,6 +202,7 @@ def _keras_uniform(key, shape, dtype=jnp.float32):
     "Keras' default embedding initialiser, U(-0.05, 0.05)."
     return _uniform(key, shape, dtype) - 0.05
 
+@constructor_signature
 class DenseStack(nnx.Module):
     "Dense layers `layer_sizes`, ReLU on all but the last."
     def __init__(self, in_features:int, layer_sizes, *, rngs:nnx.Rngs):
@@ -216,6 +217,7 @@ class DenseStack(nnx.Module):
             if i < len(self.layers) - 1: x = jax.nn.relu(x)
         return x
 
+@constructor_signature
 class QueryTower(nnx.Module):
     "User-id embedding ⊕ timestamp-bucket embedding ⊕ standardised timestamp → dense layers."
     def __init__(self, n_users:int, # rows of the user table (OOV included)
@@ -234,6 +236,7 @@ def masked_mean(x, # n × L × d token vectors
     m = mask.astype(x.dtype)
     return (x * m[..., None]).sum(1) / jnp.maximum(m.sum(1, keepdims=True), 1)
 
+@constructor_signature
 class CandidateTower(nnx.Module):
     "Title-id embedding ⊕ masked-mean title-text embedding → dense layers."
     def __init__(self, n_titles:int, # rows of the title table (OOV included)
@@ -245,6 +248,7 @@ class CandidateTower(nnx.Module):
     def __call__(self, title, tokens):
         return self.dense(jnp.concatenate([self.title(title), masked_mean(self.text(tokens), tokens > 0)], axis=1))
 
+@constructor_signature
 class TwoTowerModel(nnx.Module):
     "The query and candidate towers of a retrieval model."
     def __init__(self, features:RetrievalFeatures, # sizes of the tables come from here

@@ -13,7 +13,7 @@ import pandas as pd
 
 from .data import DataError
 from .options import add_json_arg, add_options, add_progress_arg, add_synth_args, given_options
-from .train import fit, History, Checkpointer, check_same_settings, progress_bar
+from .train import fit, History, Checkpointer, check_same_settings, constructor_signature, progress_bar
 
 # %% auto #0
 __all__ = ['SLICE_RE', 'PLAYLIST_FIELDS', 'TRACK_FIELDS', 'URI_FIELDS', 'THEMES', 'MPD_SYNTH_PRESETS', 'RECORD_FIELDS',
@@ -531,6 +531,7 @@ def pairwise_mask(mask # (..., n) bool: which members are real (not padding)
     n = mask.shape[-1]
     return mask[..., :, None] & mask[..., None, :] & ~jnp.eye(n, dtype=bool)
 
+@constructor_signature
 class SpotifyModel(nnx.Module):
     "The book's playlist model: hashed album + artist embeddings, max (or mean) affinity to the context."
     def __init__(self,
@@ -568,9 +569,6 @@ class SpotifyModel(nnx.Module):
                 'context_self': self_aff(ctx), 'next_self': self_aff(nxt), 'neg_self': self_aff(neg),
                 'context_norm': jnp.linalg.norm(ctx, axis=-1), 'next_norm': jnp.linalg.norm(nxt, axis=-1),
                 'neg_norm': jnp.linalg.norm(neg, axis=-1)}
-
-_sig = inspect.signature(SpotifyModel.__init__)   # NNX's metaclass hides the constructor's signature from `inspect`
-SpotifyModel.__signature__ = _sig.replace(parameters=list(_sig.parameters.values())[1:])
 
 # %% ../nbs/10_spotify.ipynb #c073
 LOSS_TERMS = ('mean_triplet', 'extremal_triplet', 'context_self', 'next_self', 'negative_self', 'norm_cap')

@@ -15,6 +15,7 @@ import pandas as pd
 
 from .data import DataError
 from .optim import kernel_mask, make_optimizer, warmup_cosine
+from .train import constructor_signature
 
 # %% auto #0
 __all__ = ['STL_CONFIGS', 'decode_image', 'crop_or_pad', 'fit_image', 'normalize_image', 'load_image', 'augment_images',
@@ -190,6 +191,7 @@ import jax, jax.numpy as jnp
 from flax import nnx
 
 # %% ../nbs/20b_stl_model.ipynb #c074
+@constructor_signature
 class ResBlock(nnx.Module):
     "One block of the book's CNN: stride-2 shortcut conv, stride-2 conv + two 1x1 convs with BatchNorm/swish, avg pool."
     def __init__(self, in_features:int, features:int, momentum:float=0.9, *, rngs:nnx.Rngs):
@@ -207,6 +209,7 @@ class ResBlock(nnx.Module):
         x = self.bn3(self.conv3(x)) + r
         return nnx.avg_pool(x, (3, 3), strides=(2, 2), padding='SAME')
 
+@constructor_signature
 class CNN(nnx.Module):
     "The book's tower: one `ResBlock` per filter count, a global mean, a dense layer to `output_size`."
     def __init__(self, filters=(16, 32, 64, 128), output_size:int=64, momentum:float=0.9, in_features:int=3,
@@ -223,6 +226,7 @@ def l2_normalize(e, eps:float=1e-6):
     "Rows of `e` scaled to unit length."
     return e / jnp.sqrt(jnp.sum(e * e, axis=-1, keepdims=True) + eps)
 
+@constructor_signature
 class STLModel(nnx.Module):
     "Scene and product towers; `__call__` scores a (scene, positive, negative) triplet batch."
     def __init__(self, output_size:int=64, filters=(16, 32, 64, 128), momentum:float=0.9,

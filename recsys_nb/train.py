@@ -16,7 +16,8 @@ __all__ = ['seed_everything', 'rng_key', 'DeviceUnavailableError', 'get_device',
            'to_numpy_tree', 'to_torch_tree', 'module_state', 'load_module_state', 'History', 'FitRun', 'Callback',
            'EarlyStopping', 'rng_state', 'set_rng_state', 'save_tree', 'load_tree', 'atomic_write', 'Checkpointer',
            'fetch_metrics', 'progress_bar', 'restore_like', 'ProgressBar', 'Tolerance', 'StopWhen', 'Checkpointing',
-           'check_same_settings', 'fit', 'setup_plotly', 'plot_history', 'plot_runs', 'bar_by_group', 'box_by_group']
+           'check_same_settings', 'fit', 'setup_plotly', 'plot_history', 'plot_runs', 'bar_by_group', 'box_by_group',
+           'constructor_signature']
 
 # %% ../nbs/01a_train.ipynb #c005
 def seed_everything(seed:int, # the seed
@@ -790,3 +791,11 @@ def box_by_group(df:pd.DataFrame, # one row per observation
     "Distribution of `y` per group as box plots with the observations."
     import plotly.express as px
     return px.box(df, x=x, y=y, color=color, points=points, title=title or f"{y} by {x}", template='plotly_white')
+
+# %% ../nbs/01a_train.ipynb #sig1
+def constructor_signature(cls):
+    "Class decorator: `cls.__signature__` = its `__init__`'s signature without `self` (what `inspect` shows for the class)."
+    import inspect
+    sig = inspect.signature(cls.__init__)
+    cls.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])
+    return cls
