@@ -51,7 +51,7 @@ def postgres():
         assert out.returncode == 0, f'{args[0]}: {out.stderr[-2000:]}'
     pg('initdb', '-D', str(data), '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync', '--no-instructions')
     pg('pg_ctl', '-D', str(data), '-w', '-l', str(root / 'server.log'), 'start',
-       '-o', f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50")
+       '-o', f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100")
     try:
         yield f'postgresql://postgres@127.0.0.1:{port}/postgres'
     finally:
@@ -67,8 +67,9 @@ def tiny(tmp_path_factory):
 TARGET = 12
 
 
-def _trials(url):
-    try: return optuna.load_study(study_name='mf', storage=open_storage(url)).trials
+def _trials(storage):
+    "The study's trials ([] before a worker has created it), through one storage object: a new one per call would leak connections."
+    try: return optuna.load_study(study_name='mf', storage=storage).trials
     except KeyError: return []
 
 
@@ -77,11 +78,14 @@ def test_three_workers_one_killed(tiny, postgres):
     two others reach the target, the killed trial ends FAIL through Optuna's heartbeat and is retried with its
     parameters, every finished trial is counted by exactly one worker, and no worker warns or fails."""
     cmd = _cmd(tiny, postgres, TARGET)
+    storage = None                          # opened once the workers have created the schema (opening creates it too)
     ps = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()) for _ in range(3)]
     try:
         victim, deadline = None, time.time() + 300
         while victim is None and time.time() < deadline and all(p.poll() is None for p in ps):
-            ts = _trials(postgres)
+            if storage is None:
+                time.sleep(1); storage = open_storage(postgres)
+            ts = _trials(storage)
             done = sum(t.state.is_finished() for t in ts)
             mid = [t for t in ts if t.state == optuna.trial.TrialState.RUNNING and t.intermediate_values]
             pids = {p.pid: p for p in ps}
@@ -100,7 +104,7 @@ def test_three_workers_one_killed(tiny, postgres):
     assert all(p.returncode == 0 for p in others), [e[-2000:] for _, e in streams]
     assert all('Warning' not in e and 'Traceback' not in e for _, e in streams), [e[-2000:] for _, e in streams]
     outs = [json.loads(o) for o, _ in streams]
-    ts = {t.number: t for t in _trials(postgres)}
+    ts = {t.number: t for t in _trials(storage)}
     assert len(ts) == len(set(ts))
     st = optuna.trial.TrialState
     assert ts[killed_number].state == st.FAIL                                   # failed by the heartbeat, not stuck
@@ -115,7 +119,7 @@ def test_three_workers_one_killed(tiny, postgres):
     # every finished trial was run by one worker: the survivors' counts plus the victim's finished trials add up
     by_victim = sum(t.user_attrs.get('worker_pid') == victim.pid for t in finished)
     assert sum(o['ran']['complete'] + o['ran']['pruned'] for o in outs) + by_victim == len(finished)
-    assert trial_counts(optuna.load_study(study_name='mf', storage=open_storage(postgres)))['finished'] == len(finished)
+    assert trial_counts(optuna.load_study(study_name='mf', storage=storage))['finished'] == len(finished)
 
 
 def test_missing_driver_is_one_line(tmp_path, monkeypatch, capsys):
