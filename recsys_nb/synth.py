@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from .data import IdMap
+from .train import atomic_write
 
 # %% auto #0
 __all__ = ['SYNTH_PRESETS', 'ML_SYNTH_PRESETS', 'PRIZE_PRESETS', 'PRIZE_MAX_USER', 'SynthRatings', 'synth_ratings',
@@ -128,11 +129,16 @@ def synth_titles(catalog:np.ndarray, rng) -> list[tuple[int, str, str]]:
     return rows
 
 # %% ../nbs/00b_synth.ipynb #c016
+def _write(path, data:bytes):
+    "Write a whole file atomically: a full disk or a kill leaves the old file or none, never half of one."
+    atomic_write(path, lambda f: f.write(data))
+
 def _write_ratings_file(path, user_id, movie_id, rating, day):
     "Write `user movie rating YYYY-MM-DD` lines (LF) with pyarrow's CSV writer."
     t = pa.table({'u': pa.array(user_id, pa.int32()), 'm': pa.array(movie_id, pa.int32()),
                   'r': pa.array(rating, pa.int8()), 'd': pa.array(day.astype(np.int32), pa.date32())})
-    pacsv.write_csv(t, str(path), write_options=pacsv.WriteOptions(include_header=False, delimiter=' ', quoting_style='none'))
+    opts = pacsv.WriteOptions(include_header=False, delimiter=' ', quoting_style='none')
+    atomic_write(path, lambda f: pacsv.write_csv(t, f, write_options=opts))     # a full disk leaves no half file
 
 def synth_netflix(out,                # directory to write (created)
                   size='small',       # a key of `SYNTH_PRESETS`: 'tiny', 'small' or 'netflix'
@@ -143,11 +149,11 @@ def synth_netflix(out,                # directory to write (created)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     s = synth_ratings(**{**SYNTH_PRESETS[size], **overrides}, seed=seed)
     rng = np.random.default_rng(seed + 1)
-    (out/'users.txt').write_text(''.join(f'{u}\n' for u in rng.permutation(s.user_ids)))
+    _write(out/'users.txt', ''.join(f'{u}\n' for u in rng.permutation(s.user_ids)).encode())
     for name, mask in (('netflix_train.txt', ~s.is_test), ('netflix_test.txt', s.is_test)):
         _write_ratings_file(out/name, s.user_id[mask], s.movie_id[mask], s.rating[mask], s.day[mask])
     lines = [f'{i},{y},{t}' for i, y, t in synth_titles(s.catalog, rng)]
-    (out/'movie_titles.txt').write_bytes(('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1'))
+    _write(out/'movie_titles.txt', ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1'))
     return out
 
 # %% ../nbs/00b_synth.ipynb #c024
@@ -165,14 +171,14 @@ def synth_movielens(out, size='tiny', seed=0) -> Path:
     ts = (s.day * 86400 + rng.integers(0, 86400, len(s.day)))[order]
     lines = (f'{u}\t{m}\t{r}\t{t}' for u, m, r, t in zip(users.index(s.user_id[order]) + 1,
                                                           movies.index(s.movie_id[order]) + 1, s.rating[order], ts))
-    (out/'u.data').write_text('\n'.join(lines) + '\n')
+    _write(out/'u.data', ('\n'.join(lines) + '\n').encode())
     items = []
     for i, (_, year, title) in enumerate(synth_titles(np.arange(1, len(movies) + 1), rng), 1):
         y = year if year != 'NULL' else '1995'
         flags = rng.random(19) < 0.12
         items.append('|'.join([str(i), f'{title} ({y})', f'01-Jan-{y}', '', 'http://example.org/movie'] +
                               ['1' if f else '0' for f in flags]))
-    (out/'u.item').write_bytes(('\n'.join(items) + '\n').encode('latin-1'))
+    _write(out/'u.item', ('\n'.join(items) + '\n').encode('latin-1'))
     return out
 
 # %% ../nbs/00b_synth.ipynb #c027
@@ -185,7 +191,8 @@ def default_dataset(size='small', seed=0) -> Path:
     d = cache_dir()/f'netflix-{size}-seed{seed}'
     if not (d/'netflix_test.txt').exists():
         tmpd = d.with_name(d.name + f'.tmp{os.getpid()}')
-        synth_netflix(tmpd, size, seed)
+        try: synth_netflix(tmpd, size, seed)
+        except BaseException: shutil.rmtree(tmpd, ignore_errors=True); raise
         try: os.replace(tmpd, d)
         except OSError:  # another process won the race
             import shutil; shutil.rmtree(tmpd, ignore_errors=True)

@@ -197,3 +197,17 @@ def test_json_results_carry_what_loading_counted(tmp_path, capsys, command):
     assert main([*command, '--data', str(d), '--json']) == 0
     res = json.loads(capsys.readouterr().out)
     assert res['data']['train_duplicates'] == 1 and 'test_ratings_with_unseen_ids' in res['data']
+
+
+def test_a_full_disk_leaves_no_half_written_dataset_file(tmp_path, monkeypatch):
+    "Synthetic datasets are written file by file through a temporary file: a write that fails (ENOSPC) leaves none behind."
+    import errno, os
+    import pyarrow.csv as pacsv
+    from recsys_nb.synth import synth_netflix
+    real = pacsv.write_csv
+    def full(table, sink, **kw):
+        real(table.slice(0, 10), sink, **kw)                               # some bytes reach the disk...
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))             # ...then it is full
+    monkeypatch.setattr(pacsv, 'write_csv', full)
+    with pytest.raises(OSError, match='No space left'): synth_netflix(tmp_path / 'nf', 'tiny', seed=0)
+    assert sorted(p.name for p in (tmp_path / 'nf').iterdir()) == ['users.txt']   # written before; no partial ratings file
