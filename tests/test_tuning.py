@@ -207,7 +207,7 @@ def test_interrupted_first_trial_is_retried(tiny, tmp_path):
     parameters, so the study still holds a finished trial at the defaults."""
     from recsys_nb.tuning import default_trial
     storage = tmp_path / 'first.db'
-    cmd = _cmd(tiny, storage, 2, '--from-defaults')
+    cmd = _cmd(tiny, storage, 2, '--from-defaults', '--epochs', '200')   # a first trial long enough to be caught mid-way
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
     try:
         deadline = time.time() + 300
@@ -216,7 +216,7 @@ def test_interrupted_first_trial_is_retried(tiny, tmp_path):
         assert p.poll() is None, 'the search ended before it could be interrupted'
         while p.poll() is None:                  # a SIGINT that lands in a garbage-collector callback is lost: send again
             p.send_signal(signal.SIGINT)
-            try: p.wait(timeout=2)
+            try: p.wait(timeout=0.3)
             except subprocess.TimeoutExpired: pass
     finally:
         if p.poll() is None: p.kill(); p.wait()
