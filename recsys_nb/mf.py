@@ -472,7 +472,7 @@ def _mf_command(args) -> dict:
     except (ValueError, TypeError) as e: raise SystemExit(f'recsys-nb mf: error: {e}')
     if args.prize and (args.data or args.train or args.test): raise SystemExit('recsys-nb mf: error: give --prize DIR or --data/--train, not both')
     from recsys_nb.data import load_prize
-    data = load_prize(args.prize, progress=True) if args.prize else data_from_args(args)
+    data = load_prize(args.prize, progress=options.get('progress', True)) if args.prize else data_from_args(args)
     print(f'[mf] {args.backend} {args.mode} on {data!r}', file=sys.stderr, flush=True)
     out = evaluate_mf(data, args.backend, args.mode, **{'progress': True, **options})
     hist = out.pop('history')

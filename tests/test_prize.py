@@ -219,6 +219,7 @@ def test_mf_command_trains_on_training_minus_probe(tmp_path):
     p = read_prize(d, cache=False)
     assert out['epochs'] == 2 and out['seconds_per_epoch'] > 0 and out['test_rmse'] < 2
     assert f"{len(p.train['rating']):,} train / {len(p.test['rating']):,} test" in r.stderr   # training minus probe
+    assert 'mv_*.txt' not in r.stderr and '%|' not in r.stderr                                 # --no-progress: no bar, reading included
     r = subprocess.run([sys.executable, '-m', 'recsys_nb.cli', 'mf', '--prize', str(d), '--data', str(d)],
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 2 and 'not both' in r.stderr
