@@ -13,3 +13,8 @@ def _cache_in_tmp(tmp_path_factory):
 def needs_shared(sub):
     "Skip unless ../shared/data/<sub> exists next to the repository."
     return pytest.mark.skipif(not (SHARED_DATA / sub).exists(), reason=f'../shared/data/{sub} not present')
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'serial: starts worker processes and kills or interrupts them on a clock; '
+                            '`make pytest` runs these alone, after the others, so that no other test competes for the cores')

@@ -10,6 +10,8 @@ from recsys_nb.synth import synth_netflix
 from recsys_nb.mf import MFData, mf_config, train_mf
 from recsys_nb.mf_dist import check_dist_config, combine_stats, launch, local_stats, shard_bounds, shard_data
 
+pytestmark = pytest.mark.serial   # see conftest.py: run alone, after the parallel tests
+
 TIMEOUT = 300   # seconds per multi-process run (they take ~10 s)
 PARAMS = ('U', 'V', 'bu', 'bi')
 

@@ -12,6 +12,8 @@ from recsys_nb.synth import synth_netflix
 from recsys_nb.tuning import open_storage, trial_counts
 from test_tuning import HEARTBEAT, _cmd, _env
 
+pytestmark = pytest.mark.serial   # see conftest.py: run alone, after the parallel tests
+
 
 def _pg_bin() -> Path | None:
     "The folder of `initdb`/`pg_ctl`: on PATH, or Debian's /usr/lib/postgresql/<version>/bin."

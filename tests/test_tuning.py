@@ -9,6 +9,8 @@ import pytest
 from recsys_nb.synth import synth_netflix
 from recsys_nb.tuning import open_storage, trial_counts
 
+pytestmark = pytest.mark.serial   # see conftest.py: run alone, after the parallel tests
+
 EPOCHS = '15'
 
 
