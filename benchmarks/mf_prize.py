@@ -84,7 +84,7 @@ def load_parts(d:Path) -> tuple[dict, dict]:
 
 # ----------------------------------------------------------------------------------------------------- workers
 def ours_worker(a) -> dict:
-    "Train mode 'sgd' through the library (`train_and_evaluate`: fit, early stopping, best epoch restored)."
+    "Train mode 'sgd' through the library (`train_mf`: fit, early stopping, best epoch restored)."
     from recsys_nb.mf import MFData
     from dataclasses import replace
     from recsys_nb.mf import run_trainer
@@ -113,7 +113,7 @@ def ours_worker(a) -> dict:
     clock['t0'], clock['c0'] = time.perf_counter(), time.process_time()
     trainer = SGDMFTrainer(sgd_config(**options), data, threads=a.threads, adaptive=a.rule == 'adaptive')
     clock['setup'], clock['setup_cpu'] = time.perf_counter() - clock['t0'], time.process_time() - clock['c0']
-    run = run_trainer(trainer, callback=record)                 # what `train_and_evaluate` does, with the setup timed
+    run = run_trainer(trainer, callback=record)                 # what `train_mf` does, with the setup timed
     total = time.perf_counter() - clock['t0']
     best = min(curve, key=lambda c: c['val_rmse'])
     t = run.trainer

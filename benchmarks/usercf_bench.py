@@ -1,6 +1,6 @@
 """Benchmarks of recsys_nb.usercf; prints one JSON object (and writes it with --out).
 
-  python benchmarks/usercf_bench.py netflix   # the course notebook's path vs ours, netflix-preset shape, same data
+  python benchmarks/usercf_bench.py netflix   # the course notebook's path vs ours and vs the usercf command, netflix-preset shape
   python benchmarks/usercf_bench.py ml100k    # Surprise's 5-fold protocol on MovieLens 100K, KNNBasic/KNNWithMeans vs ours
   python benchmarks/usercf_bench.py scale     # k=40 on 100,000 users x 20,000 movies x 10M ratings (takes a while)
 
@@ -172,19 +172,37 @@ def scale_npz(work:Path, n_users=100_000, n_movies=20_000, n_ratings=10_000_000,
     return path
 
 # ------------------------------------------------------------------ benchmarks
+def run_command(data_dir:Path) -> dict:
+    "The `recsys-nb usercf` command on the course-format files, as a user runs it: wall time (reading included) and its JSON."
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, '-m', 'recsys_nb.cli', 'usercf', '--data', str(data_dir), '--json'],
+                         capture_output=True, text=True, cwd=ROOT, timeout=3600)
+    wall = time.perf_counter() - t0
+    if out.returncode: raise RuntimeError(f'recsys-nb usercf failed:\n{out.stderr[-3000:]}')
+    got = json.loads(out.stdout)
+    return {'path': 'recsys-nb usercf', 'test_rmse': got['test_rmse'], 'seconds': got['seconds'],
+            'fit_seconds': got['fit_seconds'], 'predict_seconds': got['predict_seconds'], 'wall_seconds': wall,
+            'wall_over_seconds': wall / got['seconds']}
+
 def bench_netflix(work:Path, repeats=2) -> dict:
     path = netflix_npz(work)
     runs = []
-    for i in range(repeats):                 # ours, seed, ours, seed, ...: the same conditions for both
+    for i in range(repeats):                 # ours, seed, the command, ...: the same conditions for all three
         runs.append(run_worker(['ours', path, 'numpy', 'None']))
         runs.append(run_worker(['seed', path]))
+        runs.append(run_command(work / 'netflix'))
     ours = [r for r in runs if r['path'].startswith('ours')]; seed = [r for r in runs if r['path'] == 'seed']
-    t_o, t_s = np.mean([r['seconds'] for r in ours]), np.mean([r['seconds'] for r in seed])
+    cmd = [r for r in runs if r['path'] == 'recsys-nb usercf']
+    t_o, t_s, t_c = (np.mean([r['seconds'] for r in x]) for x in (ours, seed, cmd))
     m_o, m_s = max(r['peak_rss_gb'] for r in ours), max(r['peak_rss_gb'] for r in seed)
     return {'shape': 'synthetic netflix preset (10,000 users x 10,000 movies, 6,897,746 train, 1,719,466 test)',
             'runs': runs, 'seed_seconds': t_s, 'ours_seconds': t_o, 'speedup': t_s / t_o,
+            'command_seconds': t_c, 'command_speedup': t_s / t_c,
+            'command_wall_seconds': float(np.mean([r['wall_seconds'] for r in cmd])),
+            'command_wall_over_seconds': float(np.mean([r['wall_over_seconds'] for r in cmd])),
             'seed_peak_rss_gb': m_s, 'ours_peak_rss_gb': m_o, 'memory_ratio': m_o / m_s,
             'test_rmse_seed': seed[0]['test_rmse'], 'test_rmse_ours': ours[0]['test_rmse'],
+            'test_rmse_command': cmd[0]['test_rmse'],
             'abs_rmse_difference': abs(seed[0]['test_rmse'] - ours[0]['test_rmse'])}
 
 def bench_ml100k(configs=(('KNNBasic', 'msd'), ('KNNBasic', 'cosine'), ('KNNBasic', 'pearson'), ('KNNWithMeans', 'msd'))) -> dict:

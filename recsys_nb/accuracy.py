@@ -12,11 +12,10 @@ import scipy.sparse as sp
 from numba import njit
 from fastcore.basics import patch
 from .estimator import Estimator, rating_arrays
-from .mf import MFConfig, MFData, MFRun, MFTrainerBase, as_mf_data, run_trainer
+from .mf import MFConfig, MFData, MFTrainerBase
 
 # %% auto #0
-__all__ = ['SVDPP_MODES', 'OUTPUTS', 'HEADS', 'sample_normal_wishart', 'implicit_matrix', 'GibbsSVDppTrainer',
-           'train_and_evaluate', 'NeuralMF']
+__all__ = ['SVDPP_MODES', 'OUTPUTS', 'HEADS', 'sample_normal_wishart', 'implicit_matrix', 'GibbsSVDppTrainer', 'NeuralMF']
 
 # %% ../nbs/08_accuracy.ipynb #dcc0a65c
 @njit(cache=True)
@@ -259,16 +258,6 @@ def set_state(self:GibbsSVDppTrainer, saved:dict) -> GibbsSVDppTrainer:
     self.samples = [{x: np.array(sm[x][j]) for x in ('U', 'V', 'bu', 'bi')} for j in range(len(sm['U']))] if len(sm) else []
     self._current = self._sample()
     return self
-
-def train_and_evaluate(config:MFConfig, # the run's settings (`mf_config('svdpp', ...)`)
-                       data, # a `RatingData` (its test set is reported, never used to choose) or an `MFData`
-                       *,
-                       init:dict|None=None, # initial factors (NumPy)
-                       callback:Callable|None=None, # callback(epoch, metrics, trainer) -> True to stop
-                      ) -> MFRun:
-    "Bayesian SVD++ by Gibbs sampling with `recsys_nb.train.fit` (sweeps, early stopping, checkpoints): `train_mf` of the svdpp modes."
-    config = config.validate()
-    return run_trainer(GibbsSVDppTrainer(config, as_mf_data(data, config.val_frac, config.seed), init), callback)
 
 # %% ../nbs/08_accuracy.ipynb #0bf31267
 OUTPUTS, HEADS = ('linear', 'sigmoid'), ('dot', 'mlp')

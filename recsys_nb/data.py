@@ -369,7 +369,7 @@ class IdMap:
             elif not (ids.size < 2 or bool((ids[1:] > ids[:-1]).all())): ids = np.unique(ids)
         if order == 'first_seen': ids = np.asarray(pd.unique(ids.astype(object) if ids.dtype.kind == 'U' else ids), ids.dtype)
         elif order != 'sorted': raise ValueError(f"order must be 'sorted' or 'first_seen', not {order!r}")
-        self.ids, self._index = ids, None
+        self.ids, self._index, self._table = ids, None, None
         self.sorted = ids.dtype == np.int64 and (ids.size < 2 or bool((ids[1:] > ids[:-1]).all()))
 
     @property
@@ -377,12 +377,26 @@ class IdMap:
         "A hash index of the ids (built on first use)."
         if self._index is None: self._index = pd.Index(self.ids, dtype=None if self.ids.dtype.kind == 'i' else object, tupleize_cols=False)
         return self._index
+    @property
+    def table(self) -> np.ndarray|None:
+        """Index of every id 0..max as an int32 array (-1: not an id), when the ids are non-negative and dense enough that
+        it stays small (at most 16 entries an id, or 2²² in all); None otherwise. Built on first use."""
+        if self._table is None and self.sorted and len(self.ids) and self.ids[0] >= 0 \
+                and self.ids[-1] < max(2 ** 22, 16 * len(self.ids)):
+            t = np.full(int(self.ids[-1]) + 1, -1, np.int32); t[self.ids] = np.arange(len(self.ids), dtype=np.int32)
+            self._table = t
+        return self._table
     def __len__(self): return len(self.ids)
     def __repr__(self): return f'IdMap({len(self)} ids: {self.ids[:3].tolist()}…)'
     def index(self, raw, missing:int|None=None) -> np.ndarray:
         "Dense indices of `raw` ids; unknown ids raise, or map to `missing` when given."
         raw = _id_array(raw)
-        if self.sorted and raw.dtype == np.int64:
+        if self.sorted and raw.dtype == np.int64 and self.table is not None:   # a direct table: one gather
+            t = self.table
+            inside = (raw >= 0) & (raw < len(t))
+            pos = np.where(inside, t[np.where(inside, raw, 0)], -1) if not inside.all() else t[raw]
+            ok = pos >= 0
+        elif self.sorted and raw.dtype == np.int64:
             pos = np.searchsorted(self.ids, raw).clip(0, max(len(self.ids) - 1, 0))
             ok = (self.ids[pos] == raw) if len(self.ids) else np.zeros(raw.shape, bool)
         else:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import importlib, inspect, json, time, warnings
 from pathlib import Path
+import numba
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -15,8 +16,8 @@ from .options import jsonable
 from .train import atomic_write
 
 # %% auto #0
-__all__ = ['USER_COLUMNS', 'ITEM_COLUMNS', 'MODEL_FORMAT', 'raw_part', 'rating_arrays', 'seen_matrix', 'top_n', 'read_model_json',
-           'Estimator']
+__all__ = ['USER_COLUMNS', 'ITEM_COLUMNS', 'MODEL_FORMAT', 'raw_part', 'rating_arrays', 'counting_order', 'index_pairs',
+           'seen_matrix', 'top_n', 'read_model_json', 'Estimator']
 
 # %% ../nbs/01b_estimator.ipynb #c007
 USER_COLUMNS = ('user', 'user_id')             # looked for when `user` is not named
@@ -66,10 +67,53 @@ def rating_arrays(ratings, # a DataFrame, a `RatingData` (its train part), or (u
     return parts[0], parts[1], r
 
 # %% ../nbs/01b_estimator.ipynb #c012
+@numba.njit(cache=True)
+def counting_order(keys, # integers in [0, size)
+                   size:int) -> np.ndarray:
+    "The stable sorting permutation of `keys`: a counting sort, linear time (NumPy's stable argsort merges)."
+    start = np.zeros(size + 1, np.int64)
+    for k in keys: start[k + 1] += 1
+    for v in range(size): start[v + 1] += start[v]
+    out = np.empty(len(keys), np.int64)
+    for j in range(len(keys)):
+        k = keys[j]; out[start[k]] = j; start[k] += 1
+    return out
+
+@numba.njit(cache=True)
+def index_pairs(u, i, r, # (user, item, value) triples: codes in [0, n_users) × [0, n_items), any order
+                n_users, n_items):
+    """Both layouts of the triples by two counting sorts, linear time: by item, keeping their order within each item
+    (item_ptr, item_users, item_values), then by user, each row sorted by item (indptr, indices, values: CSR). A pair
+    given twice is kept once in the CSR layout (its first value) and counted: (…, repeats)."""
+    ic, uc = np.zeros(n_items + 1, np.int64), np.zeros(n_users + 1, np.int64)
+    for j in range(len(u)):
+        ic[i[j] + 1] += 1; uc[u[j] + 1] += 1
+    for k in range(n_items): ic[k + 1] += ic[k]
+    for v in range(n_users): uc[v + 1] += uc[v]
+    item_users, item_values, nxt = np.empty(len(u), u.dtype), np.empty(len(r), r.dtype), ic[:-1].copy()
+    for j in range(len(u)):
+        q = nxt[i[j]]; item_users[q] = u[j]; item_values[q] = r[j]; nxt[i[j]] += 1
+    cols, vals, end, repeats = np.empty(len(u), np.int32), np.empty(len(r), r.dtype), uc[:-1].copy(), 0
+    for k in range(n_items):                              # item by item: every row comes out sorted
+        for q in range(ic[k], ic[k + 1]):
+            v = item_users[q]
+            if end[v] > uc[v] and cols[end[v] - 1] == k: repeats += 1
+            else:
+                cols[end[v]] = k; vals[end[v]] = item_values[q]; end[v] += 1
+    if repeats == 0: return ic, item_users, item_values, uc, cols, vals, 0
+    indptr = np.zeros(n_users + 1, np.int64)
+    for v in range(n_users): indptr[v + 1] = indptr[v] + end[v] - uc[v]
+    indices, values = np.empty(indptr[-1], np.int32), np.empty(indptr[-1], r.dtype)
+    for v in range(n_users):
+        indices[indptr[v]:indptr[v + 1]] = cols[uc[v]:end[v]]; values[indptr[v]:indptr[v + 1]] = vals[uc[v]:end[v]]
+    return ic, item_users, item_values, indptr, indices, values, repeats
+
 def seen_matrix(u:np.ndarray, i:np.ndarray, n_users:int, n_items:int) -> sp.csr_matrix:
-    "A boolean users × items CSR matrix, True where a user rated an item."
-    M = sp.csr_matrix((np.ones(len(u), bool), (u, i)), shape=(n_users, n_items))
-    M.sum_duplicates(); M.sort_indices()
+    "A boolean users × items CSR matrix, True where a user rated an item (indices sorted, no repeats)."
+    u = np.asarray(u, np.int64)
+    _, _, _, indptr, indices, _, _ = index_pairs(u, np.asarray(i, np.int64), np.ones(len(u), np.bool_), int(n_users), int(n_items))
+    M = sp.csr_matrix((np.ones(len(indices), bool), indices, indptr), shape=(n_users, n_items))
+    M.has_sorted_indices = True
     return M
 
 def top_n(scores:np.ndarray, # (users, items) scores; -inf marks an item that may not be recommended

@@ -18,7 +18,7 @@ from .options import add_options, given_options
 # %% auto #0
 __all__ = ['MODES', 'MF_CHOICES', 'MODE_DEFAULTS', 'RESUME_MAY_CHANGE', 'BACKENDS', 'MFConfig', 'mf_config', 'MFData',
            'as_mf_data', 'minibatch_ids', 'minibatch_order', 'chunk_layout', 'lr_factor', 'MFTrainerBase', 'MFRun',
-           'run_trainer', 'train_mf', 'fold_in_factors', 'MF', 'evaluate_mf', 'register_cli']
+           'run_trainer', 'trainer_class', 'train_mf', 'fold_in_factors', 'MF', 'evaluate_mf', 'register_cli']
 
 # %% ../nbs/03_mf.ipynb #c007
 MODES = ('dense', 'sparse', 'als', 'bayes', 'sgd', 'svdpp', 'svdpp_flipped')
@@ -297,18 +297,29 @@ def run_trainer(trainer, # a `JaxMFTrainer` or `TorchMFTrainer`
 # %% ../nbs/03_mf.ipynb #c032
 BACKENDS = ('jax', 'torch')
 
-def train_mf(config:MFConfig, # the run's settings
-             data, # a `RatingData` or an `MFData`
-             backend:str='torch', # 'jax' or 'torch': only that framework is imported
-             **kwargs, # `init`, `callback`
-            ) -> MFRun:
-    "Train with the JAX or the PyTorch trainer."
+def trainer_class(mode:str, # an MF mode (`MODES`)
+                  backend:str='torch', # 'jax' or 'torch': only that framework is imported
+                 ) -> type:
+    "The trainer class of `mode` on `backend`, imported on first use."
     if backend not in BACKENDS: raise ValueError(f"backend must be 'jax' or 'torch', got {backend!r}")
-    if config.mode == 'sgd': from recsys_nb.mf_sgd import train_and_evaluate    # Numba for both: XLA has no lock-free parallel SGD
-    elif config.mode.startswith('svdpp'): from recsys_nb.accuracy import train_and_evaluate   # Gibbs sampling: Numba for both
-    elif backend == 'jax': from recsys_nb.mf_jax import train_and_evaluate
-    else: from recsys_nb.mf_torch import train_and_evaluate
-    return train_and_evaluate(config, data, **kwargs)
+    if mode == 'sgd': from recsys_nb.mf_sgd import SGDMFTrainer as trainer          # Numba for both: XLA has no lock-free parallel SGD
+    elif mode.startswith('svdpp'): from recsys_nb.accuracy import GibbsSVDppTrainer as trainer   # Gibbs sampling: Numba for both
+    elif backend == 'jax': from recsys_nb.mf_jax import JaxMFTrainer as trainer
+    else: from recsys_nb.mf_torch import TorchMFTrainer as trainer
+    return trainer
+
+def train_mf(config:MFConfig, # the run's settings
+             data, # a `RatingData` (its test set is reported, never used to choose) or an `MFData`
+             backend:str='torch', # 'jax' or 'torch': only that framework is imported
+             *,
+             init:dict|None=None, # initial factors (NumPy), e.g. `other_run.trainer.factors()`
+             callback:Callable|None=None, # callback(epoch, metrics, trainer) -> True to stop
+             **options, # the trainer's own options (`SGDMFTrainer`: `n_bands`, `adaptive`, `threads`)
+            ) -> MFRun:
+    "Train and evaluate: the mode's trainer on `backend`, run by `run_trainer` (tolerance, early stopping, checkpoints)."
+    config = config.validate()
+    trainer = trainer_class(config.mode, backend)(config, as_mf_data(data, config.val_frac, config.seed), init, **options)
+    return run_trainer(trainer, callback)
 
 # %% ../nbs/03_mf.ipynb #c037
 def fold_in_factors(V:np.ndarray, # item factors (items × k)

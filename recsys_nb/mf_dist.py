@@ -313,7 +313,10 @@ def main(argv:list|None=None, # the arguments (default `sys.argv[1:]`)
     finally: shutdown_distributed(args.backend)
     return 0
 
-if __name__ == '__main__' and Path(sys.argv[0]).stem == 'mf_dist': sys.exit(main())   # `python -m recsys_nb.mf_dist`, not a kernel
+if __name__ == '__main__' and Path(sys.argv[0]).stem == 'mf_dist':   # `python -m recsys_nb.mf_dist`, not a kernel
+    code = main()
+    sys.stdout.flush(); sys.stderr.flush()
+    os._exit(code)   # no interpreter teardown: Gloo's threads can abort it (SIGABRT) after a run that succeeded
 
 # %% ../nbs/04a_mf_distributed.ipynb #d045
 def free_port() -> int:

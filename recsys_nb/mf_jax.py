@@ -25,7 +25,7 @@ from jax.experimental import sparse as jsparse
 import optax
 from .optim import make_optimizer
 from flax import nnx
-from .mf import (MFConfig, MFData, MFRun, MFTrainerBase, as_mf_data, chunk_layout, _pad_chunks, lr_factor,
+from .mf import (MFConfig, MFData, MFRun, MFTrainerBase, as_mf_data, chunk_layout, train_mf, _pad_chunks, lr_factor,
                           minibatch_ids, minibatch_order, run_trainer)
 from .train import constructor_signature, get_device, module_state, load_module_state
 
@@ -538,11 +538,7 @@ _pred_jit = jax.jit(lambda p, mu, u, i: lax.map(lambda c: predict_pairs(p, mu, *
 # %% ../nbs/03_mf_jax.ipynb #c066
 def train_and_evaluate(config:MFConfig, # the run's settings (`mf_config(mode, ...)`)
                        data, # a `RatingData` (its test set is reported, never used to choose) or an `MFData`
-                       *,
-                       init:dict|None=None, # initial factors (NumPy), e.g. `other_run.trainer.factors()` of a fresh trainer
-                       callback:Callable|None=None, # callback(epoch, metrics, trainer) -> True to stop
+                       **kwargs, # `init`, `callback` of `train_mf`
                       ) -> MFRun:
-    "Train matrix factorisation in JAX (Flax NNX + Optax) and evaluate it."
-    config = config.validate()
-    trainer = JaxMFTrainer(config, as_mf_data(data, config.val_frac, config.seed), init)
-    return run_trainer(trainer, callback)
+    "Train matrix factorisation in JAX (Flax NNX + Optax) and evaluate it: `train_mf(config, data, 'jax', ...)`."
+    return train_mf(config, data, 'jax', **kwargs)

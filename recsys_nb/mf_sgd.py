@@ -9,11 +9,11 @@ import math
 from dataclasses import dataclass
 import numpy as np
 import numba
-from .mf import MFConfig, MFData, MFTrainerBase, MFRun, mf_config, as_mf_data, run_trainer, lr_factor
+from .mf import MFConfig, MFData, MFTrainerBase, mf_config, lr_factor
 
 # %% auto #0
 __all__ = ['SGD_DEFAULTS', 'sgd_reference', 'row_bands', 'RatingBlocks', 'block_layout', 'diagonal_order', 'schedule_blocks',
-           'visit_order', 'sgd_epoch', 'sgd_config', 'SGDMFTrainer', 'train_and_evaluate']
+           'visit_order', 'sgd_epoch', 'sgd_config', 'SGDMFTrainer']
 
 # %% ../nbs/03b_mf_sgd.ipynb #s008
 def sgd_reference(params:dict, # 'U', 'V', 'bu', 'bi' (empty: no biases), 'Gu', 'Gv' (empty: a fixed rate); updated in place
@@ -323,15 +323,3 @@ class SGDMFTrainer(MFTrainerBase):
             if x not in live: continue
             if np.shape(v) != live[x].shape: raise ValueError(f"init[{x!r}] has shape {np.shape(v)}, expected {live[x].shape}")
             live[x][...] = v
-
-# %% ../nbs/03b_mf_sgd.ipynb #s036
-def train_and_evaluate(config:MFConfig, # the run's settings (`sgd_config(...)`)
-                       data, # a `RatingData` (its test set is reported, never used to choose) or an `MFData`
-                       *,
-                       init:dict|None=None, # initial factors (NumPy)
-                       callback:Callable|None=None, # callback(epoch, metrics, trainer) -> True to stop
-                       **options, # `n_bands`, `adaptive`, `threads` of `SGDMFTrainer`
-                      ) -> MFRun:
-    "Train biased MF by block-parallel SGD with `recsys_nb.train.fit` (tolerance, early stopping, checkpoints)."
-    config = config.validate()
-    return run_trainer(SGDMFTrainer(config, as_mf_data(data, config.val_frac, config.seed), init, **options), callback)

@@ -18,7 +18,7 @@ __all__ = ['TorchMF', 'RatingPattern', 'ObservedDot', 'GatherSum', 'predict_patt
 # %% ../nbs/04_mf_torch.ipynb #c004
 import torch
 from torch import nn
-from .mf import MFConfig, MFData, MFRun, MFTrainerBase, as_mf_data, lr_factor, minibatch_ids, minibatch_order, run_trainer
+from .mf import MFConfig, MFData, MFRun, MFTrainerBase, as_mf_data, lr_factor, minibatch_ids, minibatch_order, train_mf
 from .train import get_device, module_state, load_module_state
 
 # %% ../nbs/04_mf_torch.ipynb #c008
@@ -509,11 +509,7 @@ class TorchMFTrainer(MFTrainerBase):
 
 def train_and_evaluate(config:MFConfig, # the run's settings (`mf_config(mode, ...)`)
                        data, # a `RatingData` (its test set is reported, never used to choose) or an `MFData`
-                       *,
-                       init:dict|None=None, # initial factors (NumPy), e.g. `JaxMFTrainer(...).factors()`
-                       callback:Callable|None=None, # callback(epoch, metrics, trainer) -> True to stop
+                       **kwargs, # `init` (e.g. `JaxMFTrainer(...).factors()`), `callback` of `train_mf`
                       ) -> MFRun:
-    "Train matrix factorisation in PyTorch and evaluate it."
-    config = config.validate()
-    trainer = TorchMFTrainer(config, as_mf_data(data, config.val_frac, config.seed), init)
-    return run_trainer(trainer, callback)
+    "Train matrix factorisation in PyTorch and evaluate it: `train_mf(config, data, 'torch', ...)`."
+    return train_mf(config, data, 'torch', **kwargs)

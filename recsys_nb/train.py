@@ -200,7 +200,9 @@ class History:
     def __getitem__(self, key): return [r.get(key, float('nan')) for r in self.rows]
     def __eq__(self, other): return isinstance(other, History) and self.to_json() == other.to_json()
     def __repr__(self): return f"History({len(self)} epochs, columns={list(self.df.columns)})"
-    def _repr_html_(self): return self.df._repr_html_()
+    def _repr_html_(self):
+        "The table as a notebook shows it, blank where a metric was not measured at that epoch (evaluations every few)."
+        return self.df.to_html(na_rep='', max_rows=pd.get_option('display.max_rows'), show_dimensions='truncate')
     def truncate(self, epoch:int) -> 'History':
         "Drop the rows of `epoch` and later (in place); return self."
         self.rows = [r for r in self.rows if r['epoch'] < epoch]

@@ -4,24 +4,26 @@
 
 # %% ../nbs/02_usercf.ipynb #c003
 from __future__ import annotations
-import itertools, math, os, sys, time
+import importlib, importlib.util, itertools, math, os, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 import numba
 import numpy as np
 import scipy.sparse as sp
 from .data import IdMap
-from .estimator import Estimator, seen_matrix
+from .estimator import Estimator, counting_order, index_pairs, seen_matrix
 from .options import add_options, given_options
 
 # %% auto #0
 __all__ = ['SIMILARITIES', 'FALLBACKS', 'BACKENDS', 'PRODUCTS', 'NEEDS', 'TRANSPOSES', 'SPARSE_COST', 'OUTPUT_COST',
-           'GATHER_COST', 'INT8_SPEED', 'INT8_MIN_MACS', 'USERCF_CHOICES', 'USERCF_NO_OPTION', 'train_triples',
-           'TrainSet', 'make_trainset', 'sim_products', 'sim_factors', 'baseline_als', 'combine_similarity',
-           'inverse_norms', 'scale_cosine', 'naive_similarity', 'keep_top_k', 'dense_split', 'small_ints', 'int8_pays',
-           'int8_matmul_t', 'n_threads', 'parallel_map', 'split_range', 'NumpyEngine', 'rater_index', 'pair_sums',
-           'UserCF', 'count_fallbacks', 'make_engine', 'naive_predict', 'TensorEngine', 'bucket_chunks',
-           'train_sample_index', 'evaluate_usercf', 'register_cli']
+           'GATHER_COST', 'INT8_SPEED', 'INT8_MIN_MACS', 'USERCF_CHOICES', 'USERCF_NO_OPTION', 'PRELOAD_BYTES',
+           'train_triples', 'TrainSet', 'make_trainset', 'sim_products', 'sim_factors', 'baseline_als',
+           'combine_similarity', 'inverse_norms', 'scale_cosine', 'naive_similarity', 'keep_top_k', 'dense_split',
+           'small_ints', 'int8_pays', 'int8_matmul_t', 'copy_transposed', 'n_threads', 'parallel_map', 'split_range',
+           'split_columns', 'NumpyEngine', 'rater_index', 'pair_sums', 'UserCF', 'count_fallbacks', 'make_engine',
+           'naive_predict', 'TensorEngine', 'bucket_chunks', 'train_sample_index', 'evaluate_usercf', 'preload_torch',
+           'register_cli']
 
 # %% ../nbs/02_usercf.ipynb #c011
 SIMILARITIES = ('cosine', 'cosine_common', 'msd', 'pearson', 'pearson_baseline')
@@ -73,17 +75,15 @@ def make_trainset(train, # anything `train_triples` accepts
                  ) -> TrainSet:
     "Index `train` by user (CSR) and by movie (raters in training order)."
     u, m, r, n, nm = train_triples(train, shape)
-    R = sp.csr_matrix((r, (u, m)), shape=(n, nm), dtype=np.float32)   # sums duplicates: caught just below
-    if R.nnz != len(r): raise ValueError(f'{len(r) - R.nnz} (user, movie) pairs are rated more than once; deduplicate first')
-    R.sort_indices()
-    uc, mc = np.diff(R.indptr), np.bincount(m, minlength=nm)
+    ptr, item_users, item_ratings, indptr, indices, data, dup = index_pairs(u, m, r, n, nm)
+    if dup: raise ValueError(f'{dup} (user, movie) pairs are rated more than once; deduplicate first')
+    R = sp.csr_matrix((data, indices, indptr), shape=(n, nm))
+    R.has_sorted_indices = True
+    uc, mc = np.diff(indptr), np.diff(ptr)
     mu = float(r.astype(np.float64).mean())
     sums = np.asarray(R.sum(1, dtype=np.float64)).ravel()
     umean = np.where(uc > 0, sums / np.maximum(uc, 1), mu)
-    key = m.astype(np.uint16) if nm <= 2 ** 16 else m                # 16-bit keys: NumPy's stable sort is a radix sort
-    order = np.argsort(key, kind='stable')         # raters of each movie, in training order
-    ptr = np.r_[0, np.cumsum(mc)].astype(np.int64)
-    return TrainSet(n, nm, R, uc, mc, mu, umean, ptr, u[order], r[order], (float(r.min()), float(r.max())))
+    return TrainSet(n, nm, R, uc, mc, mu, umean, ptr, item_users, item_ratings, (float(r.min()), float(r.max())))
 
 # %% ../nbs/02_usercf.ipynb #c016
 # each product a similarity block is made of: key -> (left factor, right factor); block = left[rows] @ right.T
@@ -110,7 +110,9 @@ def _pattern(X):
 def sim_factors(ts:TrainSet, keys, biases:tuple|None=None) -> dict:
     "Sparse users × movies factor matrices for the products `keys` (lists of components placed side by side)."
     need = {f for k in keys for f in PRODUCTS[k]}
-    R = ts.R; M = _pattern(R); R2 = R.multiply(R).tocsr()
+    R = ts.R
+    if need == {'R'}: return {'R': [R]}                       # the course's cosine: nothing else to make
+    M = _pattern(R); R2 = R.multiply(R).tocsr()
     out = {'R': [R], 'M': [M], 'R2': [R2],
            'msdL': [R2, M, R], 'msdR': [M, R2, -2 * R]}     # [R∘R | M | R] @ [M | R∘R | -2R]ᵀ = Σ(r_u − r_v)²
     if need & {'D', 'D2'}:
@@ -228,10 +230,10 @@ def keep_top_k(W, # rows: similarities of a user to a movie's raters, columns in
     return np.where(keep, W, 0)
 
 # %% ../nbs/02_usercf.ipynb #c032
-SPARSE_COST = 125.   # one sparse multiply-add costs about this many dense (BLAS) multiply-adds, both on all cores
-OUTPUT_COST = 300.   # one entry of a sparse product's output costs about this many
+SPARSE_COST = 250.   # one sparse multiply-add costs about this many dense (BLAS) multiply-adds, both on all cores
+OUTPUT_COST = 5000.  # one nonzero of a sparse product's output costs about this many
 GATHER_COST = 100.   # one gathered neighbour rating costs about this many dense multiply-adds
-INT8_SPEED = 3.      # an exact int8 product runs about this many times faster than a float32 one
+INT8_SPEED = 4.      # an exact int8 product runs about this many times faster than a float32 one
 INT8_MIN_MACS = 3e11 # below this many multiply-adds (users² × movies) loading PyTorch costs more than int8 saves
 
 def dense_split(counts, # ratings per movie
@@ -243,7 +245,8 @@ def dense_split(counts, # ratings per movie
     c = np.sort(np.asarray(counts, np.float64))[::-1]
     tail = np.r_[np.cumsum((c ** 2)[::-1])[::-1], 0.]          # Σ c² over movies d..end
     d = np.arange(len(c) + 1)
-    cost = n * n * d / speed + SPARSE_COST * tail + OUTPUT_COST * n * n * (d < len(c))
+    filled = -np.expm1(-tail / max(n * n, 1))                 # the part of the n × n output the tail's products reach
+    cost = n * n * d / speed + SPARSE_COST * tail + OUTPUT_COST * n * n * filled
     best = int(np.argmin(cost))
     return min(best, budget_items) if budget_items is not None else best
 
@@ -261,10 +264,20 @@ def int8_pays(macs) -> bool:
 def int8_matmul_t(A, # int8 rows
                   B, # int8 rows, as many columns as A
                  ) -> np.ndarray:
-    "A @ B.T in exact int32 sums, as float32: PyTorch's int8 kernel (NumPy has no integer BLAS); ~3× float32 speed."
+    "A @ B.T in exact int32 sums, as float32: PyTorch's int8 kernel (NumPy has no integer BLAS); ~4× float32 speed."
     import torch
     if A.shape[1] * 127 ** 2 >= 2 ** 31: raise ValueError(f'{A.shape[1]} columns could overflow int32 sums')
-    return torch._int_mm(torch.from_numpy(A), torch.from_numpy(B).T).numpy().astype(np.float32)
+    if A.shape[1] < 8:       # PyTorch 2.13's CPU kernel returns garbage for one column; so few are cheap in float32
+        return A.astype(np.float32) @ B.astype(np.float32).T
+    return torch._int_mm(torch.from_numpy(A), torch.from_numpy(B).T).float().numpy()   # converted on all cores
+
+def copy_transposed(dst, # a float32 view, written
+                    src): # its transpose's shape
+    "`dst[...] = src.T`, by PyTorch's blocked copy on all cores when it is loaded (NumPy's strided copy uses one)."
+    if 'torch' in sys.modules and dst.size >= 2 ** 20:
+        import torch
+        torch.from_numpy(dst).copy_(torch.from_numpy(src).T)
+    else: dst[...] = src.T
 
 def n_threads() -> int:
     "CPU cores this process may use: the sparse kernels run on that many threads, as BLAS does."
@@ -284,6 +297,30 @@ def split_range(s, e, parts:int) -> list:
     cuts = np.unique(np.linspace(s, e, max(1, parts) + 1).round().astype(np.int64))
     return list(zip(cuts[:-1].tolist(), cuts[1:].tolist()))
 
+def split_columns(X, # a sparse users × movies matrix (CSR)
+                  rank, # each movie's place in the popularity order (0: most rated)
+                  d:int, # movies of the dense part
+                  dtype) -> tuple:
+    "(the `d` most-rated movies' columns as a dense array of `dtype`, the others as float32 CSR), columns in `rank` order."
+    D = np.zeros((X.shape[0], d), dtype)
+    if _scatter_dense(X.indptr, X.indices, X.data, rank, D) == X.nnz:          # every movie dense
+        return D, sp.csr_matrix((X.shape[0], X.shape[1] - d), dtype=np.float32)
+    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr)); col = rank[X.indices]
+    t = col >= d
+    tail = sp.csr_matrix((X.data[t].astype(np.float32), (rows[t], col[t] - d)), shape=(X.shape[0], X.shape[1] - d))
+    return D, tail
+
+@numba.njit(cache=True)
+def _scatter_dense(indptr, indices, data, rank, D):
+    "D[u, rank[i]] = X[u, i] where rank[i] < D.shape[1]; returns how many entries were placed."
+    placed = 0
+    for u in range(len(indptr) - 1):
+        for p in range(indptr[u], indptr[u + 1]):
+            c = rank[indices[p]]
+            if c < D.shape[1]:
+                D[u, c] = data[p]; placed += 1
+    return placed
+
 # %% ../nbs/02_usercf.ipynb #c039
 class NumpyEngine:
     "Similarities from sparse products: the most-rated movies through dense BLAS, the long tail through sparse products."
@@ -302,12 +339,12 @@ class NumpyEngine:
         self.exact_int8 = ints = (int8_pays(n * n * ts.n_movies) and ts.n_movies * n_comp * 127 ** 2 < 2 ** 31
                                   and all(small_ints(c) for cs in factors.values() for c in cs))
         self.n_dense = d = dense_split(ts.movie_count, n, int(budget / 4 / (4 * n * max(n_comp, 1))), INT8_SPEED if ints else 1.)
+        rank = np.empty(ts.n_movies, np.int64); rank[order] = np.arange(ts.n_movies)
         self.dense, self.tail, self.tailT = {}, {}, {}
         for key, comps in factors.items():
-            comps = [c[:, order] for c in comps]
-            self.dense[key] = np.ascontiguousarray(np.hstack([c[:, :d].toarray() for c in comps]),
-                                                   dtype=np.int8 if ints else np.float32)
-            t = sp.hstack([c[:, d:] for c in comps]).tocsr().astype(np.float32)
+            parts = [split_columns(c, rank, d, np.int8 if ints else np.float32) for c in comps]
+            self.dense[key] = parts[0][0] if len(parts) == 1 else np.hstack([p[0] for p in parts])
+            t = parts[0][1] if len(parts) == 1 else sp.hstack([p[1] for p in parts]).tocsr()
             self.tail[key], self.tailT[key] = t, t.T.tocsr()
         self.norms = np.sqrt(np.asarray(ts.R.multiply(ts.R).sum(1, dtype=np.float64)).ravel()) if name == 'cosine' else None
         self.inv_norms = inverse_norms(self.norms) if name == 'cosine' else None
@@ -352,10 +389,11 @@ class NumpyEngine:
         n = self.ts.n_users
         X = np.empty((n, n), np.float32)
         left, right = PRODUCTS[key]
+        if left == right: b = min(b, -(-n // 8))             # eight or more blocks: the triangle is ~56% of the square
         for s in range(0, n, b):
             e = min(n, s + b)
             if left == right:
-                B = self.product(key, s, e, c0=s); X[s:e, s:] = B; X[s:, s:e] = B.T
+                B = self.product(key, s, e, c0=s); X[s:e, s:] = B; copy_transposed(X[s:, s:e], B)
             else: X[s:e] = self.product(key, s, e)
         return X
 
@@ -445,6 +483,20 @@ def _pair_sums(S, rows, movies, ptr, users, vals, k, cuts):
             else: num[p], den[p], cnt[p] = _sums_all(row, users, vals, a, b)
     return num, den, cnt
 
+@numba.njit(parallel=True, cache=True)
+def _pair_sums_nonneg(S, rows, movies, ptr, users, vals, cuts):
+    "Σ s·v and Σ s over all raters, for similarities known to be ≥ 0: no test and no count in the loop."
+    num, den = np.zeros(len(rows)), np.zeros(len(rows))
+    for t in numba.prange(len(cuts) - 1):
+        for p in range(cuts[t], cuts[t + 1]):
+            row, a, b = S[rows[p]], ptr[movies[p]], ptr[movies[p] + 1]
+            x, y = 0., 0.
+            for j in range(a, b):
+                w = row[users[j]]
+                x += w * vals[j]; y += w
+            num[p], den[p] = x, y
+    return num, den
+
 def rater_index(ts):
     "Each movie's raters as row indices in the narrowest integer type (uint16 up to 65,536 users: less to stream)."
     return ts.item_users.astype(np.uint16 if ts.n_users <= 2 ** 16 else np.int64)
@@ -454,14 +506,18 @@ def pair_sums(S, # a block of similarity rows (NumPy)
               ts:TrainSet, vals, # the training set and `_item_values` in its movie-major order
               k:int|None=None, # only the k most similar raters (None: all)
               users:np.ndarray|None=None, # `rater_index(ts)`, if already made
+              nonneg:bool=False, # every similarity is ≥ 0 (and k is None): the count is 1 where Σ s > 0
              ) -> tuple:
     """(Σ s·v, Σ s, count) per pair over the movie's raters with positive similarity s (the k largest; ties: earliest
     raters), compiled with Numba and run on all cores; nothing of size pairs × raters is ever built."""
     if not len(rows): return np.zeros(0), np.zeros(0), np.zeros(0, np.int64)
     cuts = np.linspace(0, len(rows), 8 * n_threads() + 1).astype(np.int64)
     users = rater_index(ts) if users is None else users
-    return _pair_sums(S, np.asarray(rows, np.int64), np.asarray(movies, np.int64), ts.item_ptr, users,
-                      np.asarray(vals, np.float32), 0 if k is None else int(k), cuts)
+    args = (S, np.asarray(rows, np.int64), np.asarray(movies, np.int64), ts.item_ptr, users, np.asarray(vals, np.float32))
+    if nonneg and k is None:
+        num, den = _pair_sums_nonneg(*args, cuts)
+        return num, den, (den > 0).astype(np.int64)
+    return _pair_sums(*args, 0 if k is None else int(k), cuts)
 
 def _numpy_fast(self, model, S, n, bu, bm):
     "All-neighbour sums: popular movies by one BLAS product S @ [R | 1[R≠0]], the others by `pair_sums`."
@@ -487,7 +543,7 @@ def _numpy_fast(self, model, S, n, bu, bm):
         cnt[sel] = den[sel] > 0
         del X, F
     rest = np.flatnonzero(~sel)
-    num[rest], den[rest], cnt[rest] = pair_sums(S, bu[rest], bm[rest], ts, self._vals, users=self._raters)
+    num[rest], den[rest], cnt[rest] = pair_sums(S, bu[rest], bm[rest], ts, self._vals, users=self._raters, nonneg=True)
     return num, den, cnt
 
 def _numpy_predict_sums(self, model, u, m, need_counts=False):
@@ -617,8 +673,7 @@ class UserCF(Estimator):
         ok = ku & km
         num, den, cnt = np.zeros(P), np.zeros(P), np.zeros(P, np.int64)
         idx = np.flatnonzero(ok)
-        key = u[idx] * max(ts.n_movies, 1) + m[idx]
-        if len(key) > 1 and not (key[1:] >= key[:-1]).all(): idx = idx[np.argsort(key, kind='stable')]
+        if len(idx) > 1 and not (u[idx][1:] >= u[idx][:-1]).all(): idx = idx[counting_order(u[idx], ts.n_users)]   # by user
         if len(idx):
             if self.neighbourhood == 'top_k': a, b, c = self._top_k_sums(u[idx], m[idx])
             else: a, b, c = self.engine.predict_sums(self, u[idx], m[idx], need_counts=return_details or self.min_k > 1)
@@ -969,8 +1024,25 @@ USERCF_CHOICES = dict(sim=SIMILARITIES, fallback=FALLBACKS, backend=BACKENDS, st
                       dtype=('float32', 'float64'), neighbourhood=('raters', 'top_k'))   # the allowed values of the options
 USERCF_NO_OPTION = ('clip', 'bsl_options')   # a pair or a dict: set them from Python
 
+PRELOAD_BYTES = 64 * 2 ** 20   # rating files at least this big: PyTorch (the int8 products) loads while they are read
+
+def preload_torch(paths, # the rating files (or directories) about to be read
+                  min_bytes:int=PRELOAD_BYTES) -> threading.Thread|None:
+    """Import PyTorch on a background thread when the files are big enough for int8 products, so that loading it
+    overlaps reading them on another core; the thread, or None when nothing was started."""
+    if 'torch' in sys.modules or importlib.util.find_spec('torch') is None: return None
+    size = 0
+    for p in map(Path, paths):
+        try: size += sum(f.stat().st_size for f in p.iterdir()) if p.is_dir() else p.stat().st_size
+        except OSError: pass
+    if size < min_bytes: return None
+    th = threading.Thread(target=importlib.import_module, args=('torch',), name='preload-torch', daemon=True)
+    th.start()
+    return th
+
 def _usercf_command(args) -> dict:
     from recsys_nb.options import data_from_args
+    preload_torch([p for p in (args.data, args.train, args.test) if p])
     data = data_from_args(args)
     print(f'[usercf] {data!r}', file=sys.stderr, flush=True)
     opts = given_options(args, UserCF.__init__, exclude=USERCF_NO_OPTION)

@@ -157,6 +157,22 @@ def test_idmap_roundtrip(ids):
     assert (m.raw(m.index(ids)) == np.asarray(ids)).all() and len(m) == len(set(ids))
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 300), min_size=1, max_size=40), st.lists(st.integers(-5, 400), max_size=60))
+def test_idmap_table_agrees_with_binary_search(ids, raw):
+    "Small non-negative ids go through a direct table; it gives the binary search's indices, unknown ids included."
+    m = IdMap(ids)
+    assert m.table is not None
+    raw = np.asarray(raw, np.int64)
+    known = np.isin(raw, np.asarray(ids))
+    got = m.index(raw, missing=-7)
+    want = np.searchsorted(m.ids, raw).clip(0, len(m.ids) - 1)
+    assert (got == np.where(known, want, -7)).all()
+    if (~known).any():
+        with pytest.raises(KeyError, match='unknown ids'): m.index(raw)
+    assert IdMap([5, 2**40]).table is None                               # sparse ids: no table of 2^40 entries
+
+
 @settings(max_examples=20, deadline=None)
 @given(st.integers(2, 40), st.floats(0.05, 0.6), st.integers(0, 10))
 def test_splits_partition(n, frac, seed):

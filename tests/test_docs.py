@@ -244,6 +244,14 @@ def test_committed_outputs_carry_no_blemishes():
     assert not found, found
 
 
+
+def test_tables_show_no_raw_nan_or_none():
+    "A table cell the book shows is a value, a blank or a dash, never NaN or None (the cells marked slow keep the output of their last long run)."
+    found = [f'{p.name} {c.get("id")}: {pat}' for p in sorted(NBS.glob('*.ipynb')) for c in json.loads(p.read_text())['cells']
+             if c['cell_type'] == 'code' and '#| slow' not in ''.join(c['source'])
+             for pat in ('<td>NaN</td>', '<td>None</td>', '<td>nan</td>') if pat in _outputs(c)]
+    assert not found, found
+
 def test_display_math_has_no_line_markdown_reads_as_a_list():
     "A line inside $$…$$ that starts with '+ ', '- ' or '* ' becomes a bullet (raw $$ in HTML and PDF): end the line before with the operator instead."
     found = [f'{p.name} {c.get("id")}: {line.strip()[:60]}' for p in sorted(NBS.glob('*.ipynb'))

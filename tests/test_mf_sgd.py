@@ -7,9 +7,10 @@ import pytest
 
 from recsys_nb.data import load_netflix
 from recsys_nb.synth import synth_netflix
-from recsys_nb.mf import MFData, MODES, MODE_DEFAULTS, run_trainer
+from recsys_nb.mf import MFData, MODES, MODE_DEFAULTS, run_trainer, train_mf
 from recsys_nb.mf_sgd import (SGD_DEFAULTS, SGDMFTrainer, block_layout, diagonal_order, schedule_blocks, sgd_config,
-                              sgd_epoch, sgd_reference, train_and_evaluate, visit_order)
+                              sgd_epoch, sgd_reference, visit_order)
+
 
 
 @pytest.fixture(scope='module')
@@ -83,8 +84,8 @@ def test_parallel_equals_sequential(tiny):
 
 def test_trainer_threads_do_not_change_the_run(tiny):
     cfg = sgd_config(k=8, max_epochs=4, tol=0, progress=False)
-    a = train_and_evaluate(cfg, tiny, threads=1)
-    b = train_and_evaluate(cfg, tiny, threads=numba.config.NUMBA_NUM_THREADS)
+    a = train_mf(cfg, tiny, threads=1)
+    b = train_mf(cfg, tiny, threads=numba.config.NUMBA_NUM_THREADS)
     assert a.history.equals(b.history)
     for x, v in a.trainer.get_state().items(): assert np.array_equal(v, b.trainer.get_state()[x]), x
 
@@ -93,7 +94,7 @@ def test_training_decreases_rmse(tiny):
     cfg = sgd_config(k=8, max_epochs=10, tol=0, patience=10, progress=False)
     before = SGDMFTrainer(cfg, tiny)
     start = {x: before.rmse(x) for x in ('train', 'val', 'test')}
-    run = train_and_evaluate(cfg, tiny)
+    run = train_mf(cfg, tiny)
     h = run.history
     assert h.train_rmse.is_monotonic_decreasing and h.loss.is_monotonic_decreasing
     for x, v in start.items(): assert run.metrics[f'{x}_rmse'] < v - 0.05, x
@@ -148,7 +149,7 @@ def test_float64(tiny):
     sgd_epoch(fast, b, np.zeros(1, np.int64), 0.05, 0.02, tiny.mu)
     sgd_reference(slow, b.u, b.i, b.r, 0.05, 0.02, tiny.mu)
     assert max_diff(fast, slow) < 1e-10
-    run = train_and_evaluate(sgd_config(k=8, max_epochs=2, dtype='float64', progress=False), tiny)
+    run = train_mf(sgd_config(k=8, max_epochs=2, dtype='float64', progress=False), tiny)
     assert run.trainer.factors()['U'].dtype == np.float64
 
 

@@ -197,3 +197,64 @@ def test_int8_pays_only_for_big_products_without_torch():
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ['False', 'True']
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rating_sets())
+def test_trainset_layouts_equal_scipy_and_a_stable_sort(rs):
+    "The counting sorts give SciPy's sorted CSR and each movie's raters in training order; repeats are refused."
+    u, m, r, n, nm = rs
+    perm = np.random.default_rng(len(u)).permutation(len(u))     # training order is not sorted
+    u, m, r = u[perm], m[perm], r[perm]
+    ts = make_trainset((u, m, r), shape=(n, nm))
+    ref = sp.csr_matrix((r, (u, m)), shape=(n, nm)); ref.sort_indices()
+    assert np.array_equal(ts.R.indptr, ref.indptr) and np.array_equal(ts.R.indices, ref.indices)
+    assert np.array_equal(ts.R.data, ref.data)
+    o = np.argsort(m, kind='stable')
+    assert np.array_equal(ts.item_users, u[o]) and np.array_equal(ts.item_ratings, r[o])
+    assert np.array_equal(ts.item_ptr, np.r_[0, np.cumsum(np.bincount(m, minlength=nm))])
+    with pytest.raises(ValueError, match='1 .user, movie. pairs are rated more than once'):
+        make_trainset((np.r_[u, u[0]], np.r_[m, m[0]], np.r_[r, r[0]]), shape=(n, nm))
+
+def test_seen_matrix_and_counting_order_equal_scipy_and_numpy():
+    from recsys_nb.estimator import seen_matrix, counting_order
+    rng = np.random.default_rng(0)
+    u, i = rng.integers(0, 50, 3000), rng.integers(0, 40, 3000)            # many repeated pairs
+    M = seen_matrix(u, i, 60, 45)
+    ref = sp.csr_matrix((np.ones(len(u), bool), (u, i)), shape=(60, 45)); ref.sum_duplicates(); ref.sort_indices()
+    assert M.shape == (60, 45) and np.array_equal(M.indptr, ref.indptr) and np.array_equal(M.indices, ref.indices)
+    k = rng.integers(0, 7, 500)
+    assert np.array_equal(counting_order(k, 7), np.argsort(k, kind='stable'))
+
+def test_dense_and_sparse_column_split_agree():
+    "Every split of the movies between dense (int8 or float32) and sparse parts gives the same similarities."
+    import recsys_nb.usercf as uc
+    u, m, r = random_ratings(30, 25, 300, 5)
+    ref = UserCF('pearson').fit((u, m, r), shape=(30, 25)).similarity()
+    for d in (0, 7, 25):
+        orig = uc.dense_split
+        try:
+            uc.dense_split = lambda counts, n, budget_items=None, speed=1.: d
+            model = UserCF('pearson').fit((u, m, r), shape=(30, 25))
+        finally: uc.dense_split = orig
+        assert model.engine.n_dense == d
+        assert np.abs(model.similarity() - ref).max() < 1e-6
+
+def test_preload_torch_only_for_big_files(tmp_path):
+    "The command starts loading PyTorch while it reads big files, and not for small ones."
+    f = tmp_path / 'r.txt'; f.write_text('1 1 5\n')
+    code = ("import sys; from recsys_nb.usercf import preload_torch; "
+            f"assert preload_torch([{str(f)!r}]) is None and 'torch' not in sys.modules; "
+            f"th = preload_torch([{str(tmp_path)!r}], min_bytes=1); th.join(); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ['True']
+
+def test_int8_products_are_exact_for_every_width():
+    "The int8 product equals the float one for every number of columns, the narrow ones included (PyTorch's kernel is wrong for one)."
+    from recsys_nb.usercf import int8_matmul_t
+    rng = np.random.default_rng(0)
+    for k in range(0, 20):
+        A, B = rng.integers(-127, 128, (17, k)).astype(np.int8), rng.integers(-127, 128, (5, k)).astype(np.int8)
+        got = int8_matmul_t(A, B)
+        assert got.dtype == np.float32 and got.shape == (17, 5)
+        assert np.array_equal(got, A.astype(np.float64) @ B.astype(np.float64).T), k
