@@ -275,36 +275,36 @@ def plot_comparison(table:pd.DataFrame, title:str='UserCF vs MF'):
     "Four panels: RMSE and MAE (train and test), time (fit and predict), peak memory, stored numbers (log scale)."
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-    fig = make_subplots(rows=1, cols=4, subplot_titles=('error', 'seconds', 'peak memory (MiB)', 'numbers kept (log)'))
-    models = list(table.index)
-    for col, name, dash in [('train_rmse', 'train RMSE', None), ('test_rmse', 'test RMSE', None),
-                            ('train_mae', 'train MAE', None), ('test_mae', 'test MAE', None)]:
+    fig = make_subplots(rows=2, cols=2, subplot_titles=('error', 'seconds', 'peak memory (MiB)', 'numbers kept (log)'),
+                        vertical_spacing=0.2)
+    models = [m.replace(' (', '<br>(') for m in table.index]     # 'MF<br>(PyTorch)': two short lines under a bar group
+    for col, name in [('train_rmse', 'train RMSE'), ('test_rmse', 'test RMSE'), ('train_mae', 'train MAE'), ('test_mae', 'test MAE')]:
         fig.add_trace(go.Bar(x=models, y=table[col], name=name, legendgroup='err'), 1, 1)
     fig.add_trace(go.Bar(x=models, y=table['fit_s'], name='fit'), 1, 2)
     fig.add_trace(go.Bar(x=models, y=table['predict_s'], name='predict test'), 1, 2)
-    fig.add_trace(go.Bar(x=models, y=table['peak_mb'], name='peak memory', showlegend=False), 1, 3)
-    fig.add_trace(go.Bar(x=models, y=table['parameters'], name='parameters / similarities'), 1, 4)
-    fig.add_trace(go.Bar(x=models, y=table['stored_numbers'], name='all numbers kept'), 1, 4)
-    fig.update_yaxes(type='log', row=1, col=4)
-    lo = float(table[['train_rmse', 'test_rmse', 'train_mae', 'test_mae']].min().min())
-    fig.update_yaxes(range=[max(0, lo - 0.1), None], row=1, col=1)
-    return fig.update_layout(title=title, barmode='group', template='plotly_white', height=420,
-                             legend=dict(orientation='h', y=-0.2))
+    fig.add_trace(go.Bar(x=models, y=table['peak_mb'], name='peak memory', showlegend=False), 2, 1)
+    fig.add_trace(go.Bar(x=models, y=table['parameters'], name='parameters / similarities'), 2, 2)
+    fig.add_trace(go.Bar(x=models, y=table['stored_numbers'], name='all numbers kept'), 2, 2)
+    fig.update_yaxes(type='log', row=2, col=2)
+    fig.update_xaxes(tickangle=0, automargin=True)
+    return fig.update_layout(title=title, barmode='group', template='plotly_white', height=720,
+                             legend=dict(orientation='h', y=-0.12))   # bars from 0: the error panel does not magnify gaps
 
 def plot_activity(acc:pd.DataFrame, metric:str='rmse', title:str|None=None):
-    "`metric` of each model per user-activity bucket (lines), with the number of test ratings per bucket (bars)."
+    """`metric` of each model per user-activity bucket (lines, left axis), with the number of test ratings per bucket
+    (grey bars, right axis). The bars sit on the first axis, which plotly draws first, so the lines stay on top."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
     fig = make_subplots(specs=[[{'secondary_y': True}]])
     n = acc.groupby('bucket', observed=True)['ratings'].first()
     fig.add_trace(go.Bar(x=n.index.astype(str), y=n.values, name='test ratings', marker_color='#dddddd', opacity=0.6),
-                  secondary_y=True)
+                  secondary_y=False)
     for name, g in acc.groupby('model', sort=False):
         g = g.sort_values('bucket')
-        fig.add_trace(go.Scatter(x=g['bucket'].astype(str), y=g[metric], name=name, mode='lines+markers'), secondary_y=False)
+        fig.add_trace(go.Scatter(x=g['bucket'].astype(str), y=g[metric], name=name, mode='lines+markers'), secondary_y=True)
     fig.update_xaxes(title_text='train ratings of the user')
-    fig.update_yaxes(title_text=f'test {metric.upper()}', secondary_y=False)
-    fig.update_yaxes(title_text='test ratings', secondary_y=True, showgrid=False)
+    fig.update_yaxes(title_text='test ratings', secondary_y=False, showgrid=False, side='right')
+    fig.update_yaxes(title_text=f'test {metric.upper()}', secondary_y=True, side='left')
     return fig.update_layout(title=title or f'test {metric.upper()} by user activity', template='plotly_white', hovermode='x unified')
 
 # %% ../nbs/06_compare.ipynb #c030
