@@ -197,11 +197,11 @@ def test_failed_first_trial_is_queued_again(tiny, tmp_path):
     assert [(x.params == first, x.state.name) for x in trials] in ([(True, 'FAIL'), (True, s)] for s in ('COMPLETE', 'PRUNED'))
 
 
-def _training(storage) -> bool:
-    "Whether a trial of the study in `storage` is running and has reported an epoch."
+def _training(storage, reported:bool=True) -> bool:
+    "Whether a trial of the study in `storage` is running (and, with `reported`, has reported an epoch)."
     try: st = _study(storage)
     except KeyError: return False
-    return any(t.intermediate_values for t in st.get_trials(states=(optuna.trial.TrialState.RUNNING,)))
+    return any(t.intermediate_values or not reported for t in st.get_trials(states=(optuna.trial.TrialState.RUNNING,)))
 
 
 def test_interrupted_first_trial_is_retried(tiny, tmp_path):
@@ -213,8 +213,8 @@ def test_interrupted_first_trial_is_retried(tiny, tmp_path):
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
     try:
         deadline = time.time() + 300
-        while not _training(storage) and time.time() < deadline and p.poll() is None:
-            time.sleep(0.1)
+        while not _training(storage, reported=False) and time.time() < deadline and p.poll() is None:
+            time.sleep(0.05)     # interrupt once the first trial runs: waiting for a reported epoch races its early stop
         assert p.poll() is None, 'the search ended before it could be interrupted'
         while p.poll() is None:                  # a SIGINT that lands in a garbage-collector callback is lost: send again
             p.send_signal(signal.SIGINT)
