@@ -673,7 +673,8 @@ class UserCF(Estimator):
         ok = ku & km
         num, den, cnt = np.zeros(P), np.zeros(P), np.zeros(P, np.int64)
         idx = np.flatnonzero(ok)
-        if len(idx) > 1 and not (u[idx][1:] >= u[idx][:-1]).all(): idx = idx[counting_order(u[idx], ts.n_users)]   # by user
+        ui = u[idx]
+        if len(idx) > 1 and not (ui[1:] >= ui[:-1]).all(): idx = idx[counting_order(ui, ts.n_users)]   # by user
         if len(idx):
             if self.neighbourhood == 'top_k': a, b, c = self._top_k_sums(u[idx], m[idx])
             else: a, b, c = self.engine.predict_sums(self, u[idx], m[idx], need_counts=return_details or self.min_k > 1)
