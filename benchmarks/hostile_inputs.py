@@ -13,7 +13,7 @@ timeout. One line is printed per case: verdict, exit code, case name and the fir
     SILENT  exit 0, but the problem is neither refused nor reported (or the command wrote somewhere else than asked)
     WEAK    exit 2 without a traceback, but the message misses what the case checks (the line number, a short quote,
             both formats named) or stderr holds more than the one error line
-    SKIP    the case cannot be tested here (e.g. running as root, where chmod 555 does not stop writes)
+    SKIP    the case cannot be tested here (e.g. a file system where chmod 555 does not stop writes)
 
 Then a summary; the exit status is 1 when any case is BAD (with --strict: also SILENT or WEAK), else 0. With --json the
 table goes to stderr and stdout holds one JSON list of the results. Progress-bar redraws (tqdm) are taken out of stderr
@@ -59,13 +59,34 @@ def json_edit(path: Path, fn):
     "Load a JSON file, let `fn` change it in place, write it back."
     d = json.loads(path.read_text()); fn(d); path.write_text(json.dumps(d))
 
-def root_bypasses_chmod(d: Path) -> bool:
-    "True when a file can be created in `d` although it is mode 555 (root, or a file system that ignores modes)."
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, PR_CAPBSET_DROP = 1, 2, 3, 24
+
+def without_root_override():
+    """`preexec_fn` that makes file modes bind a root child as they bind any user: it drops the capabilities that let
+    root write anywhere (DAC override, read-search, owner override) from the child's bounding set, so the command
+    exec'd next starts without them. A no-op for other users, whom modes bind already."""
+    if os.geteuid() != 0: return
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0: raise OSError(ctypes.get_errno(), 'prctl(PR_CAPBSET_DROP)')
+
+def file_size_limit(nbytes: int):
+    """`preexec_fn` for a full disk: a write past `nbytes` in any one file fails (EFBIG, as ENOSPC fails it), and the
+    file keeps what was written before, as on a disk that filled up."""
+    def limit():
+        import resource
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)    # the write fails with an error instead of killing the process
+    return limit
+
+def chmod_binds(d: Path) -> bool:
+    "True when a child started with `without_root_override` cannot create a file in `d` (mode 555)."
     probe = d / '.write_probe'
-    try:
-        with open(probe, 'w'): pass
-    except OSError: return False
-    probe.unlink(); return True
+    try: r = subprocess.run(['touch', str(probe)], capture_output=True, preexec_fn=without_root_override)
+    except OSError: return False                       # the capabilities could not be dropped here
+    if r.returncode == 0: probe.unlink(); return False
+    return True
 
 # ----------------------------------------------------------------------------------------------------------------------
 # fixtures: small valid data sets, made once with the CLI's own synth commands
@@ -138,6 +159,7 @@ class Ctx:
     dir: Path
     fx: Fixtures
     skip_reason: str | None = None
+    preexec: Callable | None = None        # run in the command's process before exec (permissions, file-size limit)
     def fixture(self, name) -> Path: return self.fx.get(name)
     def copy(self, name, sub=None) -> Path: return copy_fixture(self.fixture(name), self.dir / (sub or name))
     def skip(self, why: str): self.skip_reason = why
@@ -363,10 +385,11 @@ def c_history_parent_file(ctx):
     return ['mf', '--data', str(ctx.fixture('nf')), *MF_QUICK, '--history', str(ctx.dir / 'afile' / 'sub' / 'h.csv')]
 
 def readonly(argv_of):
-    "A case whose output goes into a mode-555 folder; SKIP where that does not stop writes (root)."
+    "A case whose output goes into a mode-555 folder, run without root's override of file modes."
     def setup(ctx):
         ro = ctx.dir / 'readonly'; ro.mkdir(); ro.chmod(0o555)
-        if root_bypasses_chmod(ro): ctx.skip(f'running as uid {os.geteuid()}: chmod 555 does not stop writes here')
+        if not chmod_binds(ro): ctx.skip('chmod 555 does not stop writes here, even without root\'s override')
+        ctx.preexec = without_root_override
         return argv_of(ctx, ro)
     return setup
 
@@ -404,6 +427,8 @@ def build_cases() -> list[Case]:
           about='two spaces between fields on line 70'),
         C('netflix.long_line_1mib', nf_line(30, b'x' * MIB), check=all_checks(line_named(30), quote_at_most(500)),
           about='a 1 MiB line (no separators) on line 30: the error must quote at most ~200 characters'),
+        C('netflix.long_line_1gib', nf_line(30, b'x' * (1024 * MIB)), check=all_checks(line_named(30), quote_at_most(500)),
+          about='a 1 GiB line (no separators) on line 30: an error naming the line, neither MemoryError nor a long quote'),
         C('netflix.long_line_1mib_fields', nf_line(30, b'7255 40 3 ' + b'9' * MIB), check=all_checks(line_named(30), quote_at_most(500)),
           about='a 1 MiB date field on line 30'),
         C('netflix.non_utf8_byte', nf_line(20, field_set(b' ', 0, b'72\xff55')), check=line_named(20),
@@ -506,7 +531,48 @@ def build_cases() -> list[Case]:
           about='mf --history FILE/sub/h.csv (a file in the way) must fail before training'),
     ]
     cases += [C(name, readonly(f), about=f'{name.split(".", 1)[1]} into a chmod-555 folder') for name, f in RO_CASES.items()]
+    cases += [C(name, disk_full(f, n), check=nothing_half_written(n, whole),
+                about=f'{name.split(".", 1)[1]} on a full disk (no file past {n} bytes)') for name, (f, n, whole) in DISK_CASES.items()]
     return cases
+
+# --- a full disk ------------------------------------------------------------------------------------------------------
+
+DISK_BYTES = 16 << 10          # any one file may hold this much; the next write fails
+
+def disk_full(argv_of, nbytes=DISK_BYTES):
+    "A case whose outputs go into `ctx.dir/out` on a 'disk' where a file cannot grow past `nbytes`."
+    def setup(ctx):
+        ctx.preexec = file_size_limit(nbytes)
+        return argv_of(ctx, ctx.dir / 'out')
+    return setup
+
+def nothing_half_written(nbytes=DISK_BYTES, all_or_nothing=False):
+    """A check: no file of the outputs was cut at the limit and no temporary file is left; with `all_or_nothing` (a data
+    set), a failed command leaves no file at all. SQLite databases are left out: SQLite's journal keeps them whole."""
+    def check(r, ctx):
+        out = ctx.dir / 'out'
+        files = [p for p in out.rglob('*') if p.is_file()] if out.exists() else []
+        rel = lambda ps: sorted(str(p.relative_to(ctx.dir)) for p in ps)
+        cut = [p for p in files if p.stat().st_size == nbytes and p.suffix != '.db']
+        tmp = [p for p in out.rglob('*') if '.tmp' in p.name or '.partial' in p.name] if out.exists() else []
+        if cut: return f'half-written files left: {rel(cut)}'
+        if tmp: return f'temporary files left: {rel(tmp)}'
+        if all_or_nothing and r['rc'] == 2 and files: return f'a failed data set left some files: {rel(files)}'
+        if r['rc'] == 2 and str(out) not in r['error_line']: return 'the error does not name the file or folder it could not write'
+        if r['rc'] == 0: return 'exit 0: the write past the limit was not reported'
+    return check
+
+DISK_CASES = {   # name: (argv, the limit, all or nothing)
+    'disk_full.data_synth_out': (lambda ctx, out: ['data', 'synth', 'netflix', '--size', 'tiny', '--out', str(out / 'nf'), '--no-progress'], DISK_BYTES, True),
+    'disk_full.data_synth_movielens': (lambda ctx, out: ['data', 'synth', 'movielens', '--size', 'tiny', '--out', str(out / 'ml'), '--no-progress'], DISK_BYTES, True),
+    'disk_full.spotify_synth': (lambda ctx, out: ['spotify', 'synth', '--preset', 'tiny', '--out', str(out / 'mpd')], DISK_BYTES, True),
+    'disk_full.stl_synth': (lambda ctx, out: ['stl', 'synth', '--preset', 'tiny', '--out', str(out / 'stl'), '--no-progress'], 1024, True),
+    'disk_full.tune_out': (lambda ctx, out: ['tune', '--data', str(ctx.fixture('nf')), *TUNE_QUICK, '--out', str(out / 'tune')], DISK_BYTES, False),
+    'disk_full.stl_random_out': (lambda ctx, out: ['stl', 'random', '--data', str(ctx.fixture('stl')), '--out', str(out / 'r.html')], 1024, False),
+    'disk_full.spotify_prepare_out': (lambda ctx, out: ['spotify', 'prepare', '--data', str(ctx.fixture('mpd')), '--out', str(out / 'prep')], DISK_BYTES, False),
+    'disk_full.run_out': (lambda ctx, out: ['run', '--data', str(ctx.fixture('nf')), '--out', str(out / 'run'), '--trials', '1',
+                                            '--tune-epochs', '2', '--no-progress'], DISK_BYTES, False),
+}
 
 # ----------------------------------------------------------------------------------------------------------------------
 # running and judging
@@ -518,11 +584,11 @@ def cli_env(tmp: Path) -> dict:
     return env
 
 def make_runner(python: str, env: dict):
-    def run(argv, cwd, timeout) -> dict:
+    def run(argv, cwd, timeout, preexec=None) -> dict:
         cmd = [python, '-m', 'recsys_nb.cli', *argv]
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, start_new_session=True)
+                             stderr=subprocess.PIPE, start_new_session=True, preexec_fn=preexec)
         def kill():
             try: os.killpg(p.pid, signal.SIGKILL)          # this command's own process group, nothing else
             except ProcessLookupError: pass
@@ -600,7 +666,7 @@ def run_case(case: Case, base: Path, fx: Fixtures, run, timeout) -> dict:
     if ctx.skip_reason:
         return {**res, 'verdict': 'SKIP', 'rc': None, 'seconds': 0, 'first_stderr_line': '', 'error_line': '',
                 'note': ctx.skip_reason, 'traceback_tail': []}
-    r = run(argv, d, timeout)
+    r = run(argv, d, timeout, ctx.preexec)
     err_lines, bars = stderr_lines(r['stderr'])
     r['err_lines'], r['error_line'] = err_lines, (err_lines[-1] if err_lines else '')
     verdict, note = judge(case, ctx, r)

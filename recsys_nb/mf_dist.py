@@ -19,6 +19,7 @@ __all__ = ['DIST_BACKENDS', 'DIST_EXCLUDED', 'shard_bounds', 'shard_data', 'loca
 # %% ../nbs/04a_mf_distributed.ipynb #d004
 from .mf import MFConfig, MFData, MFRun, MF_CHOICES, MODE_DEFAULTS, mf_config, as_mf_data, run_trainer
 from .options import add_options, given_options, add_data_args, data_from_args
+from .train import atomic_write
 
 # %% ../nbs/04a_mf_distributed.ipynb #d008
 DIST_BACKENDS = ('torch', 'jax')   # the multi-process runtimes
@@ -308,7 +309,7 @@ def main(argv:list|None=None, # the arguments (default `sys.argv[1:]`)
         out = work(trainer) if work else _summary(run_trainer(trainer), world)
         if args.save_factors:
             Path(args.save_factors).mkdir(parents=True, exist_ok=True)
-            np.savez(Path(args.save_factors)/f'factors_rank{rank}.npz', **trainer.factors())
+            atomic_write(Path(args.save_factors)/f'factors_rank{rank}.npz', lambda f: np.savez(f, **trainer.factors()))
         if rank == 0: print(json.dumps({'backend': args.backend, **out}), flush=True)
     finally: shutdown_distributed(args.backend)
     return 0

@@ -35,7 +35,7 @@ class RunConfig:
     tune_epochs:int=60       # epoch budget of a trial of the search
     storage:str|None=None    # Optuna storage of the search (default: OUT/optuna.db)
     workers:int=1            # processes of the search
-    progress:bool=True       # progress bars
+    progress:bool=True       # progress bars and the `[run]` log lines on stderr
 
 @dataclass
 class RunState:
@@ -57,7 +57,9 @@ def load_data(cfg:RunConfig):
     from recsys_nb.options import data_from_args
     return data_from_args(SimpleNamespace(data=cfg.data, train=cfg.train, test=cfg.test, _default_size=cfg.size))
 
-def _log(msg:str): print(f'[run] {msg}', file=sys.stderr, flush=True)
+def _log(cfg:RunConfig, msg:str):
+    "A line of the run's log on stderr (silenced with the progress bars)."
+    if cfg.progress: print(f'[run] {msg}', file=sys.stderr, flush=True)
 
 def _records(df:pd.DataFrame) -> list:
     "A DataFrame as JSON-ready records (index included)."
@@ -66,7 +68,7 @@ def _records(df:pd.DataFrame) -> list:
 def measured(cfg:RunConfig, st:RunState, kind:str) -> dict:
     "The `measure` result of `kind` ('usercf', 'jax', 'torch') at the command's defaults, computed once per run."
     if kind not in st.models:
-        _log(f'fitting {kind} in a child process')
+        _log(cfg, f'fitting {kind} in a child process')
         st.models[kind] = measure(kind, st.data, None if kind == 'usercf' else {'progress': cfg.progress})
     return st.models[kind]
 
@@ -106,7 +108,7 @@ def tune_stage(cfg:RunConfig, st:RunState) -> dict:
     import optuna
     from recsys_nb.tuning import tune
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    _log(f"tuning: {cfg.trials} trials in {storage_of(cfg)}")
+    _log(cfg, f"tuning: {cfg.trials} trials in {storage_of(cfg)}")
     run = tune(st.data, cfg.trials, study='mf', storage=storage_of(cfg), epochs=cfg.tune_epochs, seed=cfg.seed,
                workers=cfg.workers, enqueue=first_trials('sparse'), progress=cfg.progress)
     st.study = run.study
@@ -154,11 +156,11 @@ def compare_stage(cfg:RunConfig, st:RunState) -> dict:
     tuned = tuned_options(study_of(cfg, st), cfg)
     if tuned is not None:
         if 'tuned' not in st.models:
-            _log(f"refitting the best trial on the whole train set: k={tuned.get('k')}, λ={tuned.get('lmd'):.3g}, {tuned['max_epochs']} epochs")
+            _log(cfg, f"refitting the best trial on the whole train set: k={tuned.get('k')}, λ={tuned.get('lmd'):.3g}, {tuned['max_epochs']} epochs")
             st.models['tuned'] = {**measure('jax', st.data, tuned), 'model': 'MF (JAX, tuned)'}
         results.append(st.models['tuned'])
     st.table = comparison_table(st.data, results)
-    _log('simulating new users: 10 % of the users keep 0, 1, 2 or 5 train ratings')
+    _log(cfg, 'simulating new users: 10 % of the users keep 0, 1, 2 or 5 train ratings')
     cold = with_new_users(st.data, 0.1, keep=(0, 1, 2, 5), seed=cfg.seed)
     preds = {'UserCF': fit_predict_usercf(cold, train_sample=1)['pred_test']}
     preds['MF (JAX, tuned)' if tuned else 'MF (JAX)'] = fit_predict_mf(cold, 'jax', {**(tuned or {}), 'progress': False}, train_sample=1)['pred_test']
@@ -264,7 +266,7 @@ def run_pipeline(cfg:RunConfig, # the run's settings
     out.mkdir(parents=True, exist_ok=True)
     st = state or RunState()
     if st.data is None:
-        _log(f'loading data ({cfg.data or cfg.train or "built-in " + cfg.size + " synthetic dataset"})')
+        _log(cfg, f'loading data ({cfg.data or cfg.train or "built-in " + cfg.size + " synthetic dataset"})')
         st.data = load_data(cfg)
     path = out/'results.json'
     earlier = _read_results(path) if cfg.stages and path.exists() else {}   # only some stages: keep the rest
@@ -272,13 +274,13 @@ def run_pipeline(cfg:RunConfig, # the run's settings
     results = {}
     for name, stage in zip(STAGE_NAMES, STAGES):
         if cfg.stages and name not in cfg.stages: continue
-        _log(f'stage {name} ({time.time() - t0:.0f} s)')
+        _log(cfg, f'stage {name} ({time.time() - t0:.0f} s)')
         ts = time.time()
         results[name] = jsonable({**stage(cfg, st), 'stage_seconds': round(time.time() - ts, 2)})   # JSON values only
         text = json.dumps({**earlier, **results, 'seconds': round(time.time() - t0, 2)}, indent=1).encode()
         atomic_write(path, lambda f: f.write(text))                        # never a half-written file
     results['seconds'] = round(time.time() - t0, 2)
-    _log(f'done in {time.time() - t0:.0f} s: {out}')
+    _log(cfg, f'done in {time.time() - t0:.0f} s: {out}')
     return results, st
 
 # %% ../nbs/07_pipeline.ipynb #c023

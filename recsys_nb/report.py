@@ -149,7 +149,7 @@ def with_new_users(data, # a RatingData
 _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #ccc}table{border-collapse:collapse;margin:1em 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-pre{background:#f7f7f7;padding:.8em;overflow-x:auto}.fig{margin:1em 0}table.text td{text-align:left}"""
+pre{background:#f7f7f7;padding:.8em;overflow-x:auto}.fig{margin:1em 0}table.text td{text-align:left}.wide{overflow-x:auto}"""
 
 def html_page(title:str, # page title (also the h1)
               blocks:list, # [(kind, content)], kind in h2, h3, p, ul, table, text, kv, fig, pre, html
@@ -167,8 +167,9 @@ def html_page(title:str, # page title (also the h1)
         elif kind == 'html': parts.append(str(content))
         elif kind in ('table', 'text'):          # a named index becomes a column: no empty header row above the table
             df = content.reset_index() if any(n is not None for n in content.index.names) else content
-            parts.append(df.to_html(float_format=lambda v: f'{v:.4g}', na_rep='–', border=0, justify='left' if kind == 'text' else 'right',
-                                    index=not isinstance(df.index, pd.RangeIndex), classes='text' if kind == 'text' else None))
+            parts.append('<div class="wide">'                # a table wider than the page scrolls by itself, not the page
+                         + df.to_html(float_format=lambda v: f'{v:.4g}', na_rep='–', border=0, justify='left' if kind == 'text' else 'right',
+                                      index=not isinstance(df.index, pd.RangeIndex), classes='text' if kind == 'text' else None) + '</div>')
         elif kind == 'kv':                       # a two-column table of settings or figures, without a header
             parts.append(content.to_html(header=False, na_rep='–', border=0, classes='text'))
         elif kind == 'fig':

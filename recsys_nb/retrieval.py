@@ -32,7 +32,7 @@ from .data import DataError, IdMap, load_movielens, read_movielens_items, read_m
 from .splits import random_split
 from .options import add_data_args, add_json_arg, add_options, add_progress_arg, data_from_args, given_options
 from .metrics import top_k_accuracy
-from .train import History, Checkpointer, constructor_signature, fit, plot_runs, setup_plotly
+from .train import History, Checkpointer, atomic_write, constructor_signature, fit, plot_runs, setup_plotly
 
 # %% ../nbs/30_retrieval.ipynb #c007
 class Lookup:
@@ -431,7 +431,7 @@ class BruteForceIndex:
     def save(self, path) -> Path:
         "Write embeddings and ids to `path` (.npz)."
         path = Path(path)
-        with open(path, 'wb') as f: np.savez(f, embeddings=self.embeddings, ids=self.ids)
+        atomic_write(path, lambda f: np.savez(f, embeddings=self.embeddings, ids=self.ids))
         return path
     @classmethod
     def load(cls, path) -> 'BruteForceIndex':

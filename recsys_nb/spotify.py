@@ -13,7 +13,8 @@ import pandas as pd
 
 from .data import DataError
 from .options import add_json_arg, add_options, add_progress_arg, add_synth_args, given_options
-from .train import fit, History, Checkpointer, check_same_settings, constructor_signature, progress_bar
+from .train import (fit, History, Checkpointer, atomic_write, atomic_write_text, check_same_settings,
+                             constructor_signature, fills_folder, progress_bar)
 
 # %% auto #0
 __all__ = ['SLICE_RE', 'PLAYLIST_FIELDS', 'TRACK_FIELDS', 'URI_FIELDS', 'THEMES', 'MPD_SYNTH_PRESETS', 'RECORD_FIELDS',
@@ -315,6 +316,7 @@ def _playlist_json(cat, pid, name, tracks, rng) -> dict:
     if rng.random() < 0.02: pl['description'] = f"my {name.lower()} songs"
     return pl
 
+@fills_folder                  # every slice or none: a full disk leaves no half data set
 def synth_mpd(out, # directory to write (created); slices go to `out/data/`
               preset:str|MPDSynthConfig='default', # a name in `MPD_SYNTH_PRESETS`, or a config
               seed:int=0, # random seed
@@ -403,8 +405,9 @@ class PlaylistRecords:
 
     def save(self, path):
         "Write the records to one `.npz` file."
-        np.savez(path, pid=self.pid, slice=self.slice, offsets=self.offsets,
-                 **{f'context_{f}': v for f, v in self.context.items()}, **{f'next_{f}': v for f, v in self.next.items()})
+        atomic_write(path, lambda f: np.savez(f, pid=self.pid, slice=self.slice, offsets=self.offsets,
+                                              **{f'context_{f}': v for f, v in self.context.items()},
+                                              **{f'next_{f}': v for f, v in self.next.items()}))
 
     @classmethod
     def load(cls, path) -> 'PlaylistRecords':
@@ -446,6 +449,7 @@ def prepare_records(data, # slice files: see `slice_files`
         rep = json.loads((out/'prepare.json').read_text())
         if rep.get('signature') == sig and all((out/'records'/s['records']).exists() for s in rep['slices']): return rep
     (out/'records').mkdir(parents=True, exist_ok=True)
+    (out/'prepare.json').unlink(missing_ok=True)          # written last: until then, no preparation is complete here
     dicts = {f: {} for f in RECORD_FIELDS}
     tracks, slices, seen_pids, dup_pids = [], [], set(), 0
     bar = progress_bar(len(files), desc='prepare', enabled=progress)
@@ -479,12 +483,12 @@ def prepare_records(data, # slice files: see `slice_files`
         bar.update(1); bar.set_postfix(records=sum(s['n_records'] for s in slices), tracks=len(dicts['track']), refresh=False)
     bar.close()
     for f in RECORD_FIELDS:
-        (out/f'{f}_uri_dict.json').write_text(json.dumps(dicts[f]))
+        atomic_write_text(out/f'{f}_uri_dict.json', json.dumps(dicts[f]))
     at = pd.DataFrame(tracks, columns=list(_TRACK_COLUMNS))
     at.insert(0, 'track', np.arange(len(at), dtype=np.int32))
     at.insert(3, 'album', np.array([dicts['album'][u] for u in at.album_uri], np.int32))
     at.insert(6, 'artist', np.array([dicts['artist'][u] for u in at.artist_uri], np.int32))
-    at.to_parquet(out/'all_tracks.parquet', index=False)
+    atomic_write(out/'all_tracks.parquet', lambda f: at.to_parquet(f, index=False))
     rep = {'signature': sig, 'topk': topk, 'min_next': min_next, 'n_files': len(files),
            'playlists': sum(s['playlists'] for s in slices), 'records': sum(s['n_records'] for s in slices),
            'skipped': sum(s['skipped'] for s in slices), 'duplicate_pids': dup_pids,
@@ -492,7 +496,7 @@ def prepare_records(data, # slice files: see `slice_files`
            'test_records': sum(s['n_records'] for s in slices if s['test']),
            'n_tracks': len(dicts['track']), 'n_albums': len(dicts['album']), 'n_artists': len(dicts['artist']),
            'slices': slices}
-    (out/'prepare.json').write_text(json.dumps(rep, indent=1))
+    atomic_write_text(out/'prepare.json', json.dumps(rep, indent=1))
     return rep
 
 # %% ../nbs/10_spotify.ipynb #c058
@@ -943,7 +947,7 @@ def _train_cmd(args) -> dict:
     run.history.to_json(out/'history.json')
     res = {**run.metrics, 'playlists': rep['playlists'], 'skipped': rep['skipped'], 'seconds': round(time.time() - t0, 2),
            'out': str(out), 'config': {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}}
-    (out/'results.json').write_text(json.dumps(res, indent=1))
+    atomic_write_text(out/'results.json', json.dumps(res, indent=1))
     return res
 
 def _add_prepare_args(p):

@@ -145,13 +145,13 @@ def kruskal_test(df:pd.DataFrame, value:str='test_rmse', group:str='k') -> dict:
     return {'H': float(r.statistic), 'p': float(r.pvalue), 'epsilon_squared': float(r.statistic / (n - 1)), 'n': n, 'groups': len(gs)}
 
 def dunn_test(df:pd.DataFrame, value:str='test_rmse', group:str='k', p_adjust:str='holm') -> pd.DataFrame:
-    "Dunn's pairwise post-hoc p-values (Holm-adjusted), rows and columns ordered by group median (best first)."
+    "Dunn's pairwise post-hoc p-values (Holm-adjusted), rows and columns in the groups' own order (k = 1, 4, 16, 64)."
     import scikit_posthocs as sp
     gs, _ = _groups(df, value, group)
     if len(gs) < 2: return pd.DataFrame()
     d = pd.DataFrame({group: np.repeat(list(gs), [len(x) for x in gs.values()]), value: np.concatenate(list(gs.values()))})
     p = sp.posthoc_dunn(d, val_col=value, group_col=group, p_adjust=p_adjust)
-    order = d.groupby(group)[value].median().sort_values().index
+    order = sorted(gs)
     return p.reindex(index=order, columns=order)
 
 def _py(v):

@@ -18,6 +18,7 @@ from .data import DataError
 from .metrics import auc
 from .options import add_json_arg, add_options, add_progress_arg, add_synth_args, given_options
 from .stl_data import STLData, _find_file, find_images, key_to_url, load_stl, read_catalog
+from .train import atomic_write_text
 from .stl_synth import SYNTH_PRESETS, synth_stl
 from .stl_model import (Batches, STLConfig, STLModel, STL_CONFIGS, decode_image, ema_update, embed_images, load_model,
                                  make_triplets, stl_optimizer, save_model, train_step)
@@ -200,8 +201,8 @@ def write_random_items(catalog, # catalog file or dict
     imgs = find_images(images) if isinstance(images, (str, Path)) else images
     out = Path(out_html); out.parent.mkdir(parents=True, exist_ok=True)
     body = item_table_html(random_items(cat, n, seed), imgs, out.parent, embed)
-    out.write_text(f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{n} random items</title></head>'
-                   f'<body>\n<h1>{n} random items</h1>\n{body}\n</body></html>\n', encoding='utf-8')
+    atomic_write_text(out, f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{n} random items</title></head>'
+                           f'<body>\n<h1>{n} random items</h1>\n{body}\n</body></html>\n')
     return out
 
 # %% ../nbs/20d_stl.ipynb #c131
@@ -251,7 +252,7 @@ def write_recommendations(model:STLModel, # trained model
     emb.save(out)
     scores, rows = top_k_products(emb.scene_emb, emb.product_emb, k)
     recs = {s: [emb.products[j] for j in r] for s, r in zip(emb.scenes, rows)}
-    (out / 'recommendations.json').write_text(json.dumps(recs))
+    atomic_write_text(out / 'recommendations.json', json.dumps(recs))
     _, test = split_pairs(data.pairs)
     si = {s: i for i, s in enumerate(emb.scenes)}
     shown = [s for s in dict.fromkeys(test['scene']) if s in si][:pages]
@@ -259,13 +260,13 @@ def write_recommendations(model:STLModel, # trained model
     for s in shown:
         i = si[s]
         body = scene_page_html(data, s, recs[s], scores[i], out, embed)
-        (out / f'scene_{s}.html').write_text(f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>scene {s}</title>'
-                                              f'</head><body><p><a href="index.html">all scenes</a></p>{body}</body></html>\n')
+        atomic_write_text(out / f'scene_{s}.html', f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>scene {s}</title>'
+                                                   f'</head><body><p><a href="index.html">all scenes</a></p>{body}</body></html>\n')
         hits = len(set(recs[s]) & set(data.pairs.loc[data.pairs['scene'] == s, 'product']))
         links.append(f'<li><a href="scene_{s}.html">{s}</a> — {hits} of its products in the top {k}</li>')
-    (out / 'index.html').write_text(f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>Shop the Look</title></head>'
-                                    f'<body><h1>Top {k} products for {len(shown)} test scenes</h1><ul>{"".join(links)}</ul>'
-                                    f'</body></html>\n')
+    atomic_write_text(out / 'index.html', f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>Shop the Look</title></head>'
+                                         f'<body><h1>Top {k} products for {len(shown)} test scenes</h1><ul>{"".join(links)}</ul>'
+                                         f'</body></html>\n')
     return {'out': str(out), 'scenes': len(recs), 'k': k, 'pages': len(shown), 'products': len(emb.products)}
 
 # %% ../nbs/20d_stl.ipynb #c135
@@ -294,7 +295,7 @@ def run_stl(data_dir, # a Shop-the-Look directory (pairs, catalog, images/)
                data={k: v for k, v in data.report.items() if k != 'pairs_file'})   # every count loading made (duplicates, blank lines, ...)
     if workdir is not None:
         emb.save(workdir)
-        (Path(workdir) / 'results.json').write_text(json.dumps(res, indent=1))
+        atomic_write_text(Path(workdir) / 'results.json', json.dumps(res, indent=1))
         res['model'] = str(Path(workdir) / 'model.msgpack')
     return run, res
 

@@ -14,6 +14,7 @@ import pandas as pd
 import jax, jax.numpy as jnp
 
 from .stl_data import STLData
+from .train import atomic_write, atomic_write_text
 from .stl_model import STLConfig, STLModel, embed_images
 
 # %% auto #0
@@ -30,8 +31,8 @@ def write_embeddings(path, # file stem: writes PATH.json and PATH.npz
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     emb = np.asarray(emb, np.float32)
     if len(ids) != len(emb): raise ValueError(f"{len(ids)} ids but {len(emb)} embeddings")
-    path.with_suffix('.json').write_text(json.dumps({s: [float(v) for v in e] for s, e in zip(ids, emb)}))
-    np.savez(path.with_suffix('.npz'), ids=np.array(ids), embeddings=emb)
+    atomic_write_text(path.with_suffix('.json'), json.dumps({s: [float(v) for v in e] for s, e in zip(ids, emb)}))
+    atomic_write(path.with_suffix('.npz'), lambda f: np.savez(f, ids=np.array(ids), embeddings=emb))
     return path
 
 def read_embeddings(path, # PATH.npz or PATH.json (or the stem)

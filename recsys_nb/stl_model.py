@@ -15,7 +15,7 @@ import pandas as pd
 
 from .data import DataError
 from .optim import kernel_mask, make_optimizer, warmup_cosine
-from .train import constructor_signature
+from .train import atomic_write, atomic_write_text, constructor_signature
 
 # %% auto #0
 __all__ = ['STL_CONFIGS', 'decode_image', 'crop_or_pad', 'fit_image', 'normalize_image', 'load_image', 'augment_images',
@@ -430,8 +430,8 @@ def save_model(model:STLModel, # the model
     from flax import serialization
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     pure = jax.tree_util.tree_map(np.asarray, nnx.to_pure_dict(nnx.state(model)))
-    path.write_bytes(serialization.msgpack_serialize(pure))
-    path.with_suffix('.json').write_text(json.dumps({'format': 'recsys_nb.stl/1', 'config': asdict(config), **meta}, indent=1, default=str))
+    atomic_write(path, lambda f: f.write(serialization.msgpack_serialize(pure)))
+    atomic_write_text(path.with_suffix('.json'), json.dumps({'format': 'recsys_nb.stl/1', 'config': asdict(config), **meta}, indent=1, default=str))
     return path
 
 def _intkeys(d):

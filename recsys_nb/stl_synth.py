@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .stl_data import PAIR_COLUMNS, _SIG, categories, read_catalog, write_pairs
+from .train import fills_folder
 
 # %% auto #0
 __all__ = ['FASHION_CATEGORIES', 'GENERIC_SHAPES', 'N_HUES', 'TEXTURES', 'SLOTS', 'SYNTH_PRESETS', 'category_shape',
@@ -291,6 +292,7 @@ def _pick_categories(rng, names, probs, shapes, n):
         if len(chosen) == n: break
     return chosen
 
+@fills_folder                  # pairs, catalog and images, or none of them
 def synth_stl(out, # directory to write (created)
               preset:str='default', # a key of `SYNTH_PRESETS`
               seed:int=0, # random seed: the same seed writes the same bytes

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from .data import IdMap
-from .train import atomic_write
+from .train import atomic_dir, atomic_write, fills_folder
 
 # %% auto #0
 __all__ = ['SYNTH_PRESETS', 'ML_SYNTH_PRESETS', 'PRIZE_PRESETS', 'PRIZE_MAX_USER', 'SynthRatings', 'synth_ratings',
@@ -140,6 +140,7 @@ def _write_ratings_file(path, user_id, movie_id, rating, day):
     opts = pacsv.WriteOptions(include_header=False, delimiter=' ', quoting_style='none')
     atomic_write(path, lambda f: pacsv.write_csv(t, f, write_options=opts))     # a full disk leaves no half file
 
+@fills_folder                         # all four files or none: a full disk leaves no half data set
 def synth_netflix(out,                # directory to write (created)
                   size='small',       # a key of `SYNTH_PRESETS`: 'tiny', 'small' or 'netflix'
                   seed=0,             # the same seed writes the same bytes
@@ -160,6 +161,7 @@ def synth_netflix(out,                # directory to write (created)
 ML_SYNTH_PRESETS = {'tiny': dict(n_users=200, n_movies=150, n_train=5_000, n_test=1_000),
                     'small': dict(n_users=943, n_movies=1_682, n_train=80_000, n_test=20_000)}
 
+@fills_folder
 def synth_movielens(out, size='tiny', seed=0) -> Path:
     "Write a synthetic MovieLens 100K directory (`u.data`, `u.item`); return it."
     if size not in ML_SYNTH_PRESETS: raise ValueError(f'size must be one of {list(ML_SYNTH_PRESETS)}, not {size!r}')
@@ -189,13 +191,7 @@ def cache_dir() -> Path:
 def default_dataset(size='small', seed=0) -> Path:
     "The synthetic Netflix-format dataset of `size` and `seed`, generated on first use."
     d = cache_dir()/f'netflix-{size}-seed{seed}'
-    if not (d/'netflix_test.txt').exists():
-        tmpd = d.with_name(d.name + f'.tmp{os.getpid()}')
-        try: synth_netflix(tmpd, size, seed)
-        except BaseException: shutil.rmtree(tmpd, ignore_errors=True); raise
-        try: os.replace(tmpd, d)
-        except OSError:  # another process won the race
-            import shutil; shutil.rmtree(tmpd, ignore_errors=True)
+    if not (d/'netflix_test.txt').exists(): synth_netflix(d, size, seed)   # all at once (two racing processes write the same bytes)
     return d
 
 # %% ../nbs/00b_synth.ipynb #q1
@@ -357,16 +353,10 @@ def synth_prize(out,              # directory to create (it must not exist, or b
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(errno.EEXIST, 'exists and is not an empty directory', str(out))
-    tmp = out.with_name(f'{out.name}.partial{os.getpid()}')     # renamed to `out` when complete
-    shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out) as tmp:                                 # moved to `out` when complete
         r = synth_prize_ratings(**{**PRIZE_PRESETS[size], **overrides}, seed=seed, progress=progress)
         n_movies = len(r['truth']['b_i'])
         _write_prize(tmp, r, progress)
         rows = synth_titles(np.arange(1, n_movies + 1), np.random.default_rng(seed + 1))
         (tmp/'movie_titles.txt').write_bytes(''.join(f'{i},{y},{t}\r\n' for i, y, t in rows).encode('latin-1'))
-        if out.exists(): out.rmdir()
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
     return out

@@ -5,7 +5,7 @@
 # %% ../nbs/01a_train.ipynb #c003
 from __future__ import annotations
 from typing import Callable
-import copy, importlib.util, json, math, os, random, re, sys, tempfile, time, warnings
+import contextlib, copy, errno, functools, importlib.util, json, math, os, random, re, shutil, sys, tempfile, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -14,10 +14,10 @@ import pandas as pd
 # %% auto #0
 __all__ = ['seed_everything', 'rng_key', 'DeviceUnavailableError', 'get_device', 'fix_flax_signatures', 'tree_map_arrays',
            'to_numpy_tree', 'to_torch_tree', 'module_state', 'load_module_state', 'History', 'FitRun', 'Callback',
-           'EarlyStopping', 'rng_state', 'set_rng_state', 'save_tree', 'load_tree', 'atomic_write', 'Checkpointer',
-           'fetch_metrics', 'progress_bar', 'restore_like', 'ProgressBar', 'Tolerance', 'StopWhen', 'Checkpointing',
-           'check_same_settings', 'fit', 'setup_plotly', 'plot_history', 'plot_runs', 'bar_by_group', 'box_by_group',
-           'constructor_signature']
+           'EarlyStopping', 'rng_state', 'set_rng_state', 'save_tree', 'load_tree', 'atomic_write', 'atomic_write_text',
+           'atomic_dir', 'fills_folder', 'Checkpointer', 'fetch_metrics', 'progress_bar', 'restore_like', 'ProgressBar',
+           'Tolerance', 'StopWhen', 'Checkpointing', 'check_same_settings', 'fit', 'setup_plotly', 'plot_history',
+           'plot_runs', 'bar_by_group', 'box_by_group', 'constructor_signature']
 
 # %% ../nbs/01a_train.ipynb #c005
 def seed_everything(seed:int, # the seed
@@ -223,7 +223,7 @@ class History:
     def to_json(self, path:str|Path|None=None) -> str:
         "JSON text of the rows; also written to `path` when given."
         s = json.dumps(self.to_dict())
-        if path is not None: Path(path).write_text(s)
+        if path is not None: atomic_write_text(path, s)
         return s
     @classmethod
     def from_json(cls, s_or_path) -> 'History':
@@ -406,16 +406,54 @@ def atomic_write(path, # the file to write
                 ) -> Path:
     "Write a file through a temporary file beside it, moved into place (`os.replace`, atomic): never half a file."
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try: fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    except OSError as e: raise OSError(e.errno, e.strerror, str(path)) from e   # a read-only folder: name the file asked for
     try:
         with os.fdopen(fd, 'wb') as f:
             write(f); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp): os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno and e.filename in (None, tmp):   # a full disk: name the file asked for
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     _fsync_dir(path.parent)                  # the rename itself survives a crash
     return path
+
+def atomic_write_text(path, text:str, encoding:str='utf-8') -> Path:
+    "`atomic_write` of a text: the whole file or the old one, never half."
+    return atomic_write(path, lambda f: f.write(text.encode(encoding)))
+
+@contextlib.contextmanager
+def atomic_dir(path, # the folder to fill (created; an existing one keeps the files the block does not write)
+              ):
+    "Yield a temporary folder beside `path` to fill; its files move into `path` only when the block ends without an error, so a full disk or a kill never leaves half a data set."
+    path = Path(path)
+    if path.exists() and not path.is_dir(): raise NotADirectoryError(errno.ENOTDIR, 'exists and is not a folder', str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try: tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.partial'))
+    except OSError as e: raise OSError(e.errno, e.strerror, str(path)) from e   # name the folder asked for
+    try:
+        try: yield tmp
+        except OSError as e:                 # name the file asked for, not its temporary twin (or the folder, if none is named)
+            f = str(e.filename or tmp)
+            if e.errno and f.startswith(str(tmp)): raise OSError(e.errno, e.strerror, str(path) + f[len(str(tmp)):]) from e
+            raise
+        try: os.rename(tmp, path)                                     # `path` absent or empty: one rename
+        except OSError:                                              # `path` holds files: move the new ones in
+            for p in tmp.iterdir():
+                if (path / p.name).is_dir() and not (path / p.name).is_symlink(): shutil.rmtree(path / p.name)
+                os.replace(p, path / p.name)
+        _fsync_dir(path.parent); _fsync_dir(path)
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+
+def fills_folder(fn):
+    "Decorate `fn(out, ...)`, which writes files into the folder `out`, to write them through `atomic_dir`: all or none."
+    @functools.wraps(fn)
+    def wrapper(out, *args, **kwargs):
+        with atomic_dir(out) as tmp: fn(tmp, *args, **kwargs)
+        return Path(out)
+    return wrapper
 
 def _fsync_dir(d:Path):
     "Flush a directory's entries to disk (where the platform allows it)."

@@ -497,6 +497,59 @@ def _pair_sums_nonneg(S, rows, movies, ptr, users, vals, cuts):
             num[p], den[p] = x, y
     return num, den
 
+@numba.njit(parallel=True, cache=True)
+def _item_sums_top_k(S, rows, indptr, indices, uvals, ptr, item_users, ivals, n_items, k):
+    """(Σ s·v, Σ s, count), each (len(rows), n_items): for every item, over its k raters most similar to the user
+    (positive similarities; ties at the k-th value: the item's earliest raters). The user's neighbours are walked
+    from the most similar down and each fills the items it rated until they hold k, so no per-pair selection is
+    needed; a group of equal similarities that overfills an item takes the item's earliest raters of that group."""
+    P = len(rows)
+    num, den, cnt = np.zeros((P, n_items)), np.zeros((P, n_items)), np.zeros((P, n_items), np.int64)
+    for t in numba.prange(P):
+        row = S[rows[t]]
+        order = np.argsort(-row, kind='mergesort')           # most similar first; ties: lower index first
+        gc, gs = np.zeros(n_items, np.int64), np.zeros(n_items)  # one tie group's raters and Σ s·v, per item
+        touched = np.empty(n_items, np.int64)
+        x, y, c = num[t], den[t], cnt[t]
+        full, i, n = 0, 0, len(row)
+        while i < n and full < n_items:
+            w = row[order[i]]
+            if not w > 0: break
+            j = i + 1
+            while j < n and row[order[j]] == w: j += 1
+            if j == i + 1:                                     # one neighbour at this similarity
+                v = order[i]
+                for q in range(indptr[v], indptr[v + 1]):
+                    m = indices[q]
+                    if c[m] < k:
+                        x[m] += w * uvals[q]; y[m] += w; c[m] += 1
+                        if c[m] == k: full += 1
+            else:                                              # several: count them per item first
+                nt = 0
+                for g in range(i, j):
+                    v = order[g]
+                    for q in range(indptr[v], indptr[v + 1]):
+                        m = indices[q]
+                        if c[m] < k:
+                            if gc[m] == 0:
+                                touched[nt] = m; nt += 1
+                            gc[m] += 1; gs[m] += w * uvals[q]
+                for h in range(nt):
+                    m = touched[h]
+                    if gc[m] <= k - c[m]:
+                        x[m] += gs[m]; y[m] += w * gc[m]; c[m] += gc[m]
+                    else:                                      # more than the places left: the item's earliest raters
+                        left = k - c[m]
+                        for a in range(ptr[m], ptr[m + 1]):
+                            if left == 0: break
+                            if row[item_users[a]] == w:
+                                x[m] += w * ivals[a]; y[m] += w; left -= 1
+                        c[m] = k
+                    if c[m] == k: full += 1
+                    gc[m] = 0; gs[m] = 0.
+            i = j
+    return num, den, cnt
+
 def rater_index(ts):
     "Each movie's raters as row indices in the narrowest integer type (uint16 up to 65,536 users: less to stream)."
     return ts.item_users.astype(np.uint16 if ts.n_users <= 2 ** 16 else np.int64)
@@ -679,6 +732,11 @@ class UserCF(Estimator):
             if self.neighbourhood == 'top_k': a, b, c = self._top_k_sums(u[idx], m[idx])
             else: a, b, c = self.engine.predict_sums(self, u[idx], m[idx], need_counts=return_details or self.min_k > 1)
             num[idx], den[idx], cnt[idx] = a, b, c
+        return self._finish(u, ku, km, num, den, cnt, return_details)
+
+    def _finish(self, u, ku, km, num, den, cnt, return_details=False):
+        "Predictions from the neighbour sums of known pairs: fallbacks where too few neighbours, centring, clipping."
+        ts, P, ok = self.ts, len(u), ku & km
         enough = ok & (cnt >= max(self.min_k, 1)) & (den > 0)
         mu_u = np.where(ku, ts.user_mean[np.minimum(u, ts.n_users - 1)], ts.global_mean) if P else np.zeros(0)
         ratio = np.divide(num, den, out=np.zeros(P), where=enough)
@@ -692,6 +750,28 @@ class UserCF(Estimator):
         self.fallbacks_ = count_fallbacks(self.fallback_codes)
         if return_details: return pred, {'actual_k': cnt, 'fallback': ~enough}
         return pred
+
+    def _score_codes(self, u):
+        "Scores of users `u` (codes) for every movie (`recommend`): with k neighbours, by walking each user's neighbours."
+        ts, nm = self.ts, len(self.items_)
+        if self.k is None or self.neighbourhood != 'raters' or nm != ts.n_movies or ((u >= ts.n_users) & (u < len(self.users_))).any():
+            return super()._score_codes(u)                         # all raters (one product), top_k lists, folded-in users
+        P = len(u)
+        ku = u < ts.n_users; ku[ku] = ts.user_count[u[ku]] > 0
+        num, den, cnt = np.zeros((P, nm)), np.zeros((P, nm)), np.zeros((P, nm), np.int64)
+        rows = np.flatnonzero(ku); rows = rows[np.argsort(u[rows], kind='stable')]; us = u[rows]
+        R = ts.R
+        uv = R.data.astype(np.float64)
+        if self.center: uv = uv - np.repeat(ts.user_mean, np.diff(R.indptr))
+        args = (R.indptr.astype(np.int64), R.indices.astype(np.int64), uv.astype(np.float32), ts.item_ptr,
+                ts.item_users.astype(np.int64), _item_values(ts, self.center), nm, int(self.k))
+        for s, e, S in self._blocks(us):
+            lo, hi = np.searchsorted(us, s), np.searchsorted(us, e)
+            if lo < hi:
+                r = rows[lo:hi]
+                num[r], den[r], cnt[r] = _item_sums_top_k(np.ascontiguousarray(self.engine.to_numpy(S)), us[lo:hi] - s, *args)
+        km = ts.movie_count > 0
+        return self._finish(np.repeat(u, nm), np.repeat(ku, nm), np.tile(km, P), num.ravel(), den.ravel(), cnt.ravel()).reshape(P, nm)
 
     def _top_k_lists(self, budget):
         "Each user's k most similar users (positive similarity; ties: lower index), block by block."

@@ -200,7 +200,7 @@ def test_json_results_carry_what_loading_counted(tmp_path, capsys, command):
 
 
 def test_a_full_disk_leaves_no_half_written_dataset_file(tmp_path, monkeypatch):
-    "Synthetic datasets are written file by file through a temporary file: a write that fails (ENOSPC) leaves none behind."
+    "Synthetic datasets are written into a temporary folder moved into place at the end: a write that fails (ENOSPC) leaves nothing."
     import errno, os
     import pyarrow.csv as pacsv
     from recsys_nb.synth import synth_netflix
@@ -210,4 +210,18 @@ def test_a_full_disk_leaves_no_half_written_dataset_file(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))             # ...then it is full
     monkeypatch.setattr(pacsv, 'write_csv', full)
     with pytest.raises(OSError, match='No space left'): synth_netflix(tmp_path / 'nf', 'tiny', seed=0)
-    assert sorted(p.name for p in (tmp_path / 'nf').iterdir()) == ['users.txt']   # written before; no partial ratings file
+    assert list(tmp_path.iterdir()) == []                                  # no 'nf', no temporary folder: all or nothing
+
+
+def test_outputs_into_a_read_only_folder_or_onto_a_full_disk():
+    """The probe's output cases, run for real: into a mode-555 folder (as root too: the commands then run without root's
+    override of file modes) and onto a full disk (a file-size limit, so it runs anywhere): each is a one-line error
+    naming the file or folder (exit 2), no traceback, no half-written file, and a data set is written whole or not at all."""
+    import subprocess
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / 'benchmarks' / 'hostile_inputs.py'), '--only', 'readonly.',
+                          '--only', 'disk_full.', '--json', '--python', sys.executable],
+                         capture_output=True, text=True, timeout=900, cwd=root)
+    results = json.loads(out.stdout)
+    assert len(results) >= 13, out.stderr[-3000:]
+    assert {r['name']: r['verdict'] for r in results if r['verdict'] != 'OK'} == {}, out.stderr[-3000:]

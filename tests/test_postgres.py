@@ -75,6 +75,19 @@ def _trials(storage):
     except KeyError: return []
 
 
+def _wait_stopped(pid, timeout=10.0):
+    "Wait until the process `pid` is stopped (state T in /proc): a SIGSTOP is delivered asynchronously."
+    end = time.time() + timeout
+    while time.time() < end:
+        if Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] in ('T', 't'): return
+        time.sleep(0.005)
+    raise AssertionError(f'process {pid} did not stop')
+
+
+def _trial_state(storage, number):
+    return next(t.state for t in _trials(storage) if t.number == number)
+
+
 def test_three_workers_one_killed(tiny, postgres):
     """Three workers start together on a fresh database (the schema-creation race), one is SIGKILLed mid-trial: the
     two others reach the target, the killed trial ends FAIL through Optuna's heartbeat and is retried with its
@@ -92,8 +105,13 @@ def test_three_workers_one_killed(tiny, postgres):
             mid = [t for t in ts if t.state == optuna.trial.TrialState.RUNNING and t.intermediate_values]
             pids = {p.pid: p for p in ps}
             if done >= 2 and (hit := [t for t in mid if t.user_attrs.get('worker_pid') in pids]):
-                victim, killed_number = pids[hit[0].user_attrs['worker_pid']], hit[0].number
-                victim.send_signal(signal.SIGKILL)
+                cand, number = pids[hit[0].user_attrs['worker_pid']], hit[0].number
+                cand.send_signal(signal.SIGSTOP)    # frozen, it cannot finish the trial between this look and the kill
+                _wait_stopped(cand.pid)
+                if _trial_state(storage, number) == optuna.trial.TrialState.RUNNING:
+                    victim, killed_number = cand, number
+                    victim.send_signal(signal.SIGKILL)
+                else: cand.send_signal(signal.SIGCONT)  # it finished the trial before it stopped: look again
             else: time.sleep(0.05)
         assert victim is not None, 'no worker could be killed mid-trial: ' + ' | '.join(
             p.stderr.read()[-1500:] for p in ps if p.poll() is not None)
