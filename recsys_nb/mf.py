@@ -430,7 +430,11 @@ class MF(Estimator):
         "Unclipped predicted ratings of users `u` for every item (ranking by them avoids ties at the clip)."
         known = u < len(self.factors_['U'])
         uu, sets = np.where(known, u, 0), self.samples_ or [self.factors_]
-        S = sum(_score_rows(f, self.mu_, uu, known) for f in sets) / len(sets)
+        if len(sets) > 1:            # the mean of Bayes' samples' scores: one product of their factors side by side
+            f = {'U': np.concatenate([s['U'][uu] for s in sets], 1), 'V': np.concatenate([s['V'] for s in sets], 1) / len(sets)}
+            if 'bu' in sets[0]: f.update(bu=np.mean([s['bu'][uu] for s in sets], 0), bi=np.mean([s['bi'] for s in sets], 0))
+            S = _score_rows(f, self.mu_, np.arange(len(uu)), known)
+        else: S = _score_rows(sets[0], self.mu_, uu, known)
         if 'bu' not in self.factors_: S[~known] = self.global_mean_
         return S
 
