@@ -26,7 +26,7 @@ by the `typst` package; plotly charts become PNGs through kaleido, which drives 
 """
 from __future__ import annotations
 
-import argparse, ast, base64, concurrent.futures as cf, configparser, copy, hashlib, html, importlib, json, os, re
+import argparse, ast, base64, concurrent.futures as cf, configparser, hashlib, html, importlib, json, os, re
 import shutil, subprocess, sys, tempfile, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,35 +245,6 @@ def public_defs(code: str) -> list[str]:
             and (not n.name.startswith('_') or n.name.startswith('__'))]
 
 
-def free_names(tree: ast.AST) -> set[str]:
-    "Names a piece of code reads but neither binds (import, assignment, def, loop target...) nor gets from builtins."
-    import builtins
-    bound, read = set(dir(builtins)), set()
-    for n in ast.walk(tree):
-        if isinstance(n, (ast.Import, ast.ImportFrom)): bound |= {(a.asname or a.name).split('.')[0] for a in n.names}
-        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            bound.add(n.name); a = n.args
-            bound |= {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs} | {x.arg for x in (a.vararg, a.kwarg) if x}
-        elif isinstance(n, ast.Lambda): bound |= {x.arg for x in n.args.posonlyargs + n.args.args + n.args.kwonlyargs}
-        elif isinstance(n, ast.Name): (bound if isinstance(n.ctx, (ast.Store, ast.Del)) else read).add(n.id)
-        elif isinstance(n, ast.ExceptHandler) and n.name: bound.add(n.name)
-        elif isinstance(n, ast.arg): bound.add(n.arg)
-    return read - bound
-
-
-def nbdev_exec_warning(code: str, dirs: dict) -> str | None:
-    "nbdev_docs executes every cell holding an import (flags ignored) on its own: one that needs earlier cells breaks it."
-    if dir_is(dirs, 'eval', 'false') or 'nbdev_export()' in code or {'export', 'exporti', 'exports'} & dirs.keys(): return None
-    try: tree = ast.parse('\n'.join(l for l in code.splitlines() if not _re_magic.match(l)))
-    except SyntaxError: return None
-    if not any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(tree)): return None
-    missing = sorted(free_names(tree))
-    if not missing: return None
-    first = code.strip().splitlines()[0][:60]
-    return (f'a cell with imports also uses {", ".join(missing[:6])} from earlier cells ({first!r}...): nbdev_docs runs '
-            'import cells on their own; keep imports in their own cell')
-
-
 class Library:
     "`show_doc` on the exported package, for show_doc cells without a stored output (nbdev re-runs them too)."
     def __init__(self, enabled: bool): self.enabled, self.mods, self.failed = enabled, {}, set()
@@ -351,8 +322,6 @@ def read_page(entry: Entry, nbs: Path, lib: Library) -> Page:
         if ct != 'code': continue
         dirs, code = split_directives(src)
         if 'default_exp' in dirs and dirs['default_exp']: module = dirs['default_exp'][0]
-        w = nbdev_exec_warning(code, dirs)
-        if w: warns.append(f'cell {i}: {w}')
         outputs = read_outputs(c)
         if _HIDDEN & dirs.keys() or dir_is(dirs, 'include', 'false'):
             if 'hide' not in dirs and {'export', 'exporti'} & dirs.keys():

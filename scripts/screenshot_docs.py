@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Look at the built docs as a reader does: headless Chromium screenshots of a few pages, the PDF's first pages as PNG.
+"""Look at the built docs as a reader does: headless Chromium screenshots of pages (scrollbars shown), the PDF's first pages as PNG.
 
     python scripts/screenshot_docs.py [--site _docs] [--out build/screenshots] [--pages index,data,...]
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-         '--disable-component-update', '--disable-sync', '--hide-scrollbars', '--mute-audio',
+         '--disable-component-update', '--disable-sync', '--mute-audio',
          '--disable-features=Translate,MediaRouter,OptimizationHints']
 _re_console = re.compile(r'CONSOLE\(\d+\)\] "(.*)", source: (.*)$|:CONSOLE:\d+\] "(.*)", source: (.*)$')
 

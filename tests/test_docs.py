@@ -1,6 +1,6 @@
 """The docs tooling (scripts/build_docs.py): a quick build of a few pages, the PDF of a few chapters, the README, the
 Quarto book's chapter list. Runs in seconds; skips only where pandoc (pypandoc_binary) or typst is not installed."""
-import importlib.util, json, re, shutil, subprocess, sys
+import importlib.util, json, re, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -204,16 +204,11 @@ def test_readme_from_the_index_notebook(tmp_path):
     if '.ipynb' in nb: assert site in text
 
 
-def test_import_cells_that_need_earlier_cells_are_flagged():
-    "nbdev_docs runs import cells on their own: only those that also use names from earlier cells are a problem."
-    warn = bd.nbdev_exec_warning
-    assert warn('import json\nfrom recsys_nb.train import setup_plotly\nsetup_plotly()', {}) is None
-    assert warn('try:\n    from surprise import KFold\nexcept ImportError: KFold = None', {}) is None
-    assert warn('import numpy as np\ndef f(x, *a, k=1): return np.sum([x, k, *a])\nf(1)', {}) is None
-    w = warn('from recsys_nb.metrics import masked_mse\ntest_close(masked_mse(P, R), 0)', {})
-    assert w and 'P, R, test_close' in w
-    assert warn('import json\njson.dumps(run)', bd.split_directives('#| eval: false\n')[0]) is None
-    assert warn('x = run.history', {}) is None                     # no import: nbdev_docs does not run it
+def test_every_chapter_of_the_sidebar_reads():
+    "Every notebook of the book goes through the page reader (a cell shape it did not expect once stopped `make docs`)."
+    pages = bd.load_pages(NBS, None, bd.Library(False))
+    assert len(pages) == len(bd.read_sidebar(NBS)) and all(p.cells for p in pages)
+    assert not [w for p in pages for w in p.warnings], [w for p in pages for w in p.warnings]
 
 
 def test_descriptions_are_one_line():

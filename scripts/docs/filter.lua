@@ -128,6 +128,11 @@ local function book_doc(doc)
       local page = blk.attributes['page']
       ids[page] = {}
       local first, unnumbered = true, false
+      -- a chapter that numbers its sections in their titles ("1. The formula") keeps its numbers, not typst's as well
+      local own_numbers = false
+      blk.content:walk({Header = function(h)
+        if h.level >= 2 and stringify(h.content):match('^%d+%.%s') then own_numbers = true end
+      end})
       -- show_doc headings (inside .cell-output-markdown) are not numbered: they are entries, not sections
       blk.content = blk.content:walk({Div = function(d)
         if d.classes:includes('cell-output-markdown') then
@@ -144,6 +149,7 @@ local function book_doc(doc)
           ids[page][''] = h.identifier
         else
           if h.level == 1 then h.level = 2 end   -- a chapter holds one level-1 heading, its title
+          if own_numbers and not h.classes:includes('unnumbered') then h.classes:insert('unnumbered') end
           local local_id = h.identifier ~= '' and h.identifier or auto_id(stringify(h.content))
           local full = claim(page .. '--' .. local_id)
           if not ids[page][local_id] then ids[page][local_id] = full end
