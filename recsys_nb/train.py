@@ -431,7 +431,8 @@ def atomic_dir(path, # the folder to fill (created; an existing one keeps the fi
     path = Path(path)
     if path.exists() and not path.is_dir(): raise NotADirectoryError(errno.ENOTDIR, 'exists and is not a folder', str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    try: tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.partial'))
+    tmp = path.parent / f'.{path.name}.{os.getpid()}.{os.urandom(4).hex()}.partial'
+    try: tmp.mkdir()                         # not mkdtemp: the folder gets the usual mode (umask), not 0700
     except OSError as e: raise OSError(e.errno, e.strerror, str(path)) from e   # name the folder asked for
     try:
         try: yield tmp
