@@ -4,10 +4,10 @@ import json, os, subprocess, sys
 
 import pytest
 
-def _run(out, timeout=900):
+def _run(out, *extra, timeout=900):
     env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'CUDA_VISIBLE_DEVICES': ''}
     cmd = [sys.executable, '-m', 'recsys_nb.cli', 'run', '--size', 'tiny', '--trials', '4', '--tune-epochs', '8',
-           '--out', str(out), '--no-progress', '--json']
+           '--out', str(out), '--no-progress', '--json', *extra]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     assert p.returncode == 0, p.stderr[-4000:]
     return p.stderr, json.loads(p.stdout)            # stdout: the JSON object alone
@@ -28,7 +28,9 @@ def test_run_twice(tmp_path):
     assert full['tune']['n_complete'] + full['tune']['n_pruned'] == 4
     assert {r['model'] for r in full['compare']['table']} >= {'UserCF', 'MF (JAX)', 'MF (PyTorch)'}
     assert 'UserCF' in stderr                                        # the results table goes to stderr with --json
-    _, res2 = _run(out)                                              # second invocation: the study is resumed
+    assert '[run]' not in stderr                                     # --no-progress: no log lines either
+    _run(out, '--stages', 'tune')                                    # second invocation, the search alone: resumed
     full2 = json.loads((out / 'results.json').read_text())
     assert full2['tune']['ran'] == {'complete': 0, 'pruned': 0, 'fail': 0}
     assert full2['tune']['best_value'] == full['tune']['best_value']
+    assert {k: v for k, v in full2.items() if k not in ('tune', 'seconds')} == {k: v for k, v in full.items() if k not in ('tune', 'seconds')}   # the other stages kept
