@@ -37,7 +37,7 @@ class JaxMF(nnx.Module):
                  *, biased:bool=False, # add the global mean `mu` and user/movie biases
                  mu:float=0.0, # global mean (a constant, not trained)
                  init_std:float=1.0, # standard deviation of the initial factors
-                 dtype=jnp.float32,
+                 dtype:type=jnp.float32, # the factors' dtype
                  rngs:nnx.Rngs, # the source of the two initial keys
                 ):
         "U and V drawn N(0, init_std²) from two different keys (and zero biases)."
@@ -224,7 +224,8 @@ def rating_layout(u:np.ndarray, i:np.ndarray, r:np.ndarray, # triples sorted by 
 
 # %% ../nbs/03_mf_jax.ipynb #c060
 def gamma_sample(key, a, # shape parameter(s): static Python numbers or a NumPy array
-                 dtype=jnp.float32):
+                 dtype:type=jnp.float32, # the draws' dtype
+                ):
     "Gamma(a, 1) draws; for a ≥ 50 by the Wilson–Hilferty cube of a normal (cheap to compile, accurate to ~1e-4)."
     a = np.asarray(a, np.float64)
     if a.min() < 50: return jax.random.gamma(key, jnp.asarray(a, dtype), dtype=dtype)

@@ -26,7 +26,7 @@ by the `typst` package; plotly charts become PNGs through kaleido, which drives 
 """
 from __future__ import annotations
 
-import argparse, ast, base64, concurrent.futures as cf, configparser, hashlib, html, importlib, json, os, re
+import argparse, ast, base64, concurrent.futures as cf, configparser, hashlib, html, importlib, inspect, json, os, re
 import shutil, subprocess, sys, tempfile, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,6 +269,16 @@ class Library:
                 self.failed.add(module); return None
         return self.mods[module]
 
+    @staticmethod
+    def source_line(md: str, obj) -> str:
+        """The line of the source link: nbdev looks it up by the bare name, so an object imported from the package
+        (not defined in a notebook kernel) gets `#LNone`; `inspect` finds the line, and without one the link goes."""
+        if '#LNone' not in md: return md
+        try: line = inspect.getsourcelines(inspect.unwrap(obj))[1]
+        except (TypeError, OSError): line = None
+        if line: return md.replace('#LNone', f'#L{line}')
+        return re.sub(r'\[source\]\([^)]*#LNone\)(\{[^}]*\})?\n*', '', md)
+
     def render(self, module: str | None, expr: str) -> str | None:
         ns = self.ns(module)
         if ns is None: return None
@@ -278,7 +288,8 @@ class Library:
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore')
                 r = eval(f'show_doc({expr})', ns)
-            return r._repr_markdown_() if r is not None and hasattr(r, '_repr_markdown_') else None
+            md = r._repr_markdown_() if r is not None and hasattr(r, '_repr_markdown_') else None
+            return self.source_line(md, eval(expr, ns)) if md else md
         except Exception as e:
             log(f'show_doc({expr}) in {module}: {type(e).__name__}: {e}')
             return None

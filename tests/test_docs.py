@@ -120,6 +120,7 @@ def test_html_pages_have_sidebar_code_and_no_hidden_cells(tmp_path):
     assert '<pre class="sourceCode python">' in data and 'class="cell-output' in data
     assert 'rel="next"' in index and 'rel="prev"' in data
     assert 'class="title">Data' in data
+    assert '#LNone' not in data and re.search(r'data\.py#L\d+', data)     # every source link has its line (inspect finds it)
     text = re.sub(r'<[^>]+>', '', data)
     import html as h
     text = h.unescape(text)
