@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_compare.ipynb #c003
 from __future__ import annotations
-import importlib, json, math, os, sys, time
+import importlib, json, math, os, re, sys, time
 from dataclasses import asdict
 from pathlib import Path
 import numpy as np
@@ -151,6 +151,10 @@ h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #ccc}t
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 pre{background:#f7f7f7;padding:.8em;overflow-x:auto}.fig{margin:1em 0}table.text td{text-align:left}.wide{overflow-x:auto}"""
 
+def _code_spans(text:str) -> str:
+    "`x` in escaped text as <code>x</code>, as markdown would show it (the page is HTML, not markdown)."
+    return re.sub(r'`([^`]+)`', r'<code>\1</code>', text)
+
 def html_page(title:str, # page title (also the h1)
               blocks:list, # [(kind, content)], kind in h2, h3, p, ul, table, text, kv, fig, pre, html
               ) -> str:
@@ -161,8 +165,8 @@ def html_page(title:str, # page title (also the h1)
     parts, has_fig = [], False
     for kind, content in blocks:
         if content is None: continue
-        if kind in ('h2', 'h3', 'p'): parts.append(f'<{kind}>{esc(str(content))}</{kind}>')
-        elif kind == 'ul': parts.append('<ul>' + ''.join(f'<li>{esc(str(x))}</li>' for x in content) + '</ul>')
+        if kind in ('h2', 'h3', 'p'): parts.append(f'<{kind}>{_code_spans(esc(str(content)))}</{kind}>')
+        elif kind == 'ul': parts.append('<ul>' + ''.join(f'<li>{_code_spans(esc(str(x)))}</li>' for x in content) + '</ul>')
         elif kind == 'pre': parts.append(f'<pre>{esc(str(content))}</pre>')
         elif kind == 'html': parts.append(str(content))
         elif kind in ('table', 'text'):          # a named index becomes a column: no empty header row above the table

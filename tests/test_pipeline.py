@@ -1,6 +1,6 @@
 """`recsys-nb run` (recsys_nb.pipeline) end to end on the tiny dataset: every stage, report.html and results.json, resume on a
 second run."""
-import json, os, subprocess, sys
+import json, os, re, subprocess, sys
 
 import pytest
 
@@ -19,6 +19,8 @@ def test_run_twice(tmp_path):
     assert (out / 'report.html').stat().st_size > 1_000_000          # plotly.js is inlined
     page = (out / 'report.html').read_text(encoding='utf-8')
     assert 'UserCF vs matrix factorisation' in page and 'pros and cons, checked' in page
+    assert '<code>recsys-nb usercf</code>' in page and '`' not in re.sub(r'<script.*?</script>', '', page, flags=re.S)   # code spans, not raw backticks
+    assert '<div class="wide"><table' in page                      # a wide table scrolls by itself, not the page
     full = json.loads((out / 'results.json').read_text())
     for stage in ('data', 'usercf', 'mf', 'tune', 'analysis', 'compare', 'report'):
         assert stage in full, stage
