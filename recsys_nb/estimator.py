@@ -4,7 +4,8 @@
 
 # %% ../nbs/01b_estimator.ipynb #c003
 from __future__ import annotations
-import importlib, inspect, json, time, warnings
+import importlib, inspect, json, warnings
+import time as time_
 from pathlib import Path
 import numba
 import numpy as np
@@ -16,12 +17,13 @@ from .options import jsonable
 from .train import atomic_write
 
 # %% auto #0
-__all__ = ['USER_COLUMNS', 'ITEM_COLUMNS', 'MODEL_FORMAT', 'raw_part', 'rating_arrays', 'counting_order', 'index_pairs',
-           'seen_matrix', 'top_n', 'read_model_json', 'Estimator']
+__all__ = ['USER_COLUMNS', 'ITEM_COLUMNS', 'TIME_COLUMNS', 'MODEL_FORMAT', 'raw_part', 'rating_arrays', 'day_numbers',
+           'rating_times', 'counting_order', 'index_pairs', 'seen_matrix', 'top_n', 'read_model_json', 'Estimator']
 
 # %% ../nbs/01b_estimator.ipynb #c007
 USER_COLUMNS = ('user', 'user_id')             # looked for when `user` is not named
 ITEM_COLUMNS = ('item', 'item_id', 'movie_id')  # likewise for `item`
+TIME_COLUMNS = ('date', 'timestamp', 'time')    # and for the ratings' times (models with time effects only)
 
 def _column(df:pd.DataFrame, name, defaults:tuple, role:str) -> str:
     "The column of `df` that holds `role`: `name` when given, else the one of `defaults` present."
@@ -53,7 +55,7 @@ def rating_arrays(ratings, # a DataFrame, a `RatingData` (its train part), or (u
         cols = [_column(ratings, user, USER_COLUMNS, 'user'), _column(ratings, item, ITEM_COLUMNS, 'item')]
         if rating is not None: cols.append(_column(ratings, rating, (), 'rating'))
         parts = [ratings[c].to_numpy() for c in cols]
-    elif isinstance(ratings, (tuple, list)) and len(ratings) in (2, 3):
+    elif isinstance(ratings, (tuple, list)) and len(ratings) in (2, 3, 4):    # a fourth array: times (`rating_times`)
         parts = [np.asarray(a) for a in ratings][:2 if rating is None else 3]
         if rating is not None and len(parts) < 3: raise ValueError('expected (users, items, ratings): the ratings are missing')
     else: raise TypeError(f'ratings must be a DataFrame, a RatingData or (users, items, ratings) arrays, not {type(ratings).__name__}')
@@ -65,6 +67,33 @@ def rating_arrays(ratings, # a DataFrame, a `RatingData` (its train part), or (u
     r = r.astype(np.float32)
     if not np.isfinite(r).all(): raise ValueError(f'{int((~np.isfinite(r)).sum())} ratings are missing or not finite')
     return parts[0], parts[1], r
+
+def day_numbers(times) -> np.ndarray:
+    "Days since 1970-01-01 UTC (float64) of datetimes (NumPy, pandas, strings) or of numbers read as Unix seconds."
+    a = np.asarray(times)
+    if a.dtype.kind in 'iuf': d = a.astype(np.float64) / 86_400
+    elif a.dtype.kind == 'M': d = (a - np.datetime64(0, 's')) / np.timedelta64(1, 'D')
+    else:
+        try: t = pd.to_datetime(pd.Series(a), utc=True).dt.tz_localize(None).to_numpy()
+        except (ValueError, TypeError) as e: raise ValueError(f'times must be datetimes or Unix seconds: {str(e).splitlines()[0]}') from None
+        d = (t - np.datetime64(0, 's')) / np.timedelta64(1, 'D')
+    if a.ndim != 1: raise ValueError(f'times must be 1-D, got shape {a.shape}')
+    if not np.isfinite(d).all(): raise ValueError(f'{int((~np.isfinite(d)).sum())} times are missing or not finite')
+    return d
+
+def rating_times(ratings, # a DataFrame, a `RatingData` (its train part) or (users, items, ratings, times)
+                 time:str|None=None, # time column (default: 'date', else 'timestamp', else 'time')
+                 required:bool=True, # False: None when `ratings` carries no times
+                ) -> np.ndarray|None:
+    "The times of `ratings` as day numbers (`day_numbers`), for the models with time effects."
+    if isinstance(ratings, RatingData): ratings = ratings.train
+    if isinstance(ratings, pd.DataFrame):
+        if not required and time is None and not set(TIME_COLUMNS) & set(ratings.columns): return None
+        return day_numbers(ratings[_column(ratings, time, TIME_COLUMNS, 'time')].to_numpy())
+    if isinstance(ratings, (tuple, list)) and len(ratings) == 4: return day_numbers(ratings[3])
+    if not required: return None
+    raise ValueError("this model needs the ratings' times: a DataFrame with a 'date' or 'timestamp' column (or time='...'), "
+                     "or (users, items, ratings, times) arrays")
 
 # %% ../nbs/01b_estimator.ipynb #c012
 @numba.njit(cache=True)
@@ -181,6 +210,7 @@ class Estimator:
 
     @property
     def fitted(self) -> bool: return hasattr(self, 'users_')
+    uses_time = False   # True for a model with time effects: it reads the ratings' times (`rating_times`)
     def _check_fitted(self):
         if not self.fitted: raise RuntimeError(f'this {type(self).__name__} is not fitted yet: call fit(ratings) first')
 
@@ -202,9 +232,12 @@ class Estimator:
             *, user:str|None=None, # user column (default 'user' or 'user_id')
             item:str|None=None, # item column (default 'item', 'item_id' or 'movie_id')
             rating:str='rating', # rating column
+            time:str|None=None, # time column, read by models with time effects only (default 'date' or 'timestamp')
             **options, # passed to the model's own fitting
            ):
         "Learn from ratings with raw ids of any hashable type; returns the estimator."
+        if time is not None and not self.uses_time: raise ValueError(f'{self._name()} uses no times: leave time= out')
+        if self.uses_time: options['times'] = rating_times(ratings, time)    # before the work: a missing column fails first
         u, i, r, self.users_, self.items_ = self._encode(ratings, user, item, rating)
         if len(r) == 0: raise ValueError('the training set is empty')
         self._fit_codes(u, i, r, **options)
@@ -219,25 +252,41 @@ class Estimator:
 
     def predict(self, users, # raw user ids
                 items, # raw item ids, same length
+                times=None, # models with time effects: the ratings' times (datetimes or Unix seconds)
                ) -> np.ndarray:
         "Predicted ratings; unknown users or items get the model's fallback, counted in `fallbacks_`."
+        if times is not None and not self.uses_time: raise ValueError(f'{self._name()} uses no times: leave times out')
+        return self._predict(users, items, None if times is None else day_numbers(times))
+
+    def _name(self) -> str: return type(self).__name__ + (f" (mode {self.mode!r})" if hasattr(self, 'mode') else '')
+
+    def _predict(self, users, items, days=None):
+        "`predict` with the times as day numbers."
         u, i = self.codes(users, items)
         if u.shape != i.shape: raise ValueError(f'users and items must have one length, got {len(u)} and {len(i)}')
-        pred, self.fallbacks_ = self._predict_codes(u.astype(np.int64), i.astype(np.int64))
+        if not self.uses_time:
+            pred, self.fallbacks_ = self._predict_codes(u.astype(np.int64), i.astype(np.int64))
+            return pred
+        if days is not None and days.shape != u.shape: raise ValueError(f'times must have one length with users, got {len(days)} and {len(u)}')
+        pred, fb = self._predict_codes(u.astype(np.int64), i.astype(np.int64), times=days)
+        self.fallbacks_ = {**fb, 'no_time': 0 if days is not None else len(u)}    # without times: the time-free part alone
         return pred
 
     def test(self, ratings, # a DataFrame, (users, items, ratings), a `RatingData` (its `part`) or a sparse matrix
              part:str='test', # the part of a `RatingData` to test on
-             *, user:str|None=None, item:str|None=None, rating:str='rating'):
+             *, user:str|None=None, item:str|None=None, rating:str='rating',
+             time:str|None=None, # time column (models with time effects; without one they predict without times)
+            ):
         "RMSE, MAE, count and fallbacks of the predictions for `ratings`."
-        if isinstance(ratings, RatingData): ratings = raw_part(ratings, part)
+        if isinstance(ratings, RatingData): ratings = ratings._part(part) if self.uses_time else raw_part(ratings, part)
         if sp.issparse(ratings): X = sp.coo_matrix(ratings); ratings = (X.row, X.col, X.data)
         u, i, r = rating_arrays(ratings, user, item, rating)
         if len(r) == 0: raise ValueError('nothing to test: no ratings given')
-        t0 = time.perf_counter()
-        p = self.predict(u, i)
+        times = rating_times(ratings, time, required=time is not None) if self.uses_time else None
+        t0 = time_.perf_counter()
+        p = self._predict(u, i, times)
         return {'rmse': rmse(p, r), 'mae': mae(p, r), 'n': int(len(r)), 'fallbacks': dict(self.fallbacks_),
-                'seconds': round(time.perf_counter() - t0, 3)}
+                'seconds': round(time_.perf_counter() - t0, 3)}
 
     def recommend(self, users, # raw user ids
                   n:int=10, # items per user

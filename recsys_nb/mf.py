@@ -12,23 +12,26 @@ import pandas as pd
 from .data import RatingData
 from .splits import validation_split, random_split
 from .train import fit, EarlyStopping, Checkpointer, module_state
-from .estimator import Estimator, rating_arrays, raw_part
+from .estimator import Estimator, rating_arrays, rating_times, raw_part
 from .options import add_options, given_options
 
 # %% auto #0
-__all__ = ['MODES', 'MF_CHOICES', 'MODE_DEFAULTS', 'RESUME_MAY_CHANGE', 'BACKENDS', 'MFConfig', 'mf_config', 'MFData',
-           'as_mf_data', 'minibatch_ids', 'minibatch_order', 'chunk_layout', 'lr_factor', 'MFTrainerBase', 'MFRun',
-           'run_trainer', 'trainer_class', 'train_mf', 'fold_in_factors', 'MF', 'evaluate_mf', 'register_cli']
+__all__ = ['MODES', 'TIME_TERMS', 'MF_CHOICES', 'MODE_DEFAULTS', 'RESUME_MAY_CHANGE', 'BACKENDS', 'NEURAL_PARAMS', 'MFConfig',
+           'mf_config', 'MFData', 'as_mf_data', 'minibatch_ids', 'minibatch_order', 'chunk_layout', 'lr_factor',
+           'MFTrainerBase', 'MFRun', 'run_trainer', 'trainer_class', 'train_mf', 'fold_in_factors', 'neural_forward',
+           'MF', 'evaluate_mf', 'register_cli']
 
 # %% ../nbs/03_mf.ipynb #c007
-MODES = ('dense', 'sparse', 'als', 'bayes', 'sgd', 'svdpp', 'svdpp_flipped')
+MODES = ('dense', 'sparse', 'als', 'bayes', 'sgd', 'svdpp', 'svdpp_flipped', 'timesvdpp_flipped', 'neural')
+TIME_TERMS = ('day', 'bin', 'drift')   # timesvdpp_flipped's time effects: user-day bias, item-bin bias, user drift
 MF_CHOICES = dict(mode=MODES, reg=('decay', 'l2'), optimizer=('adamw', 'adam', 'sgd'),
-                  schedule=('constant', 'cosine', 'exponential'), dtype=('float32', 'float64'))   # the allowed values
+                  schedule=('constant', 'cosine', 'exponential'), dtype=('float32', 'float64'),
+                  output=('linear', 'sigmoid'), head=('dot', 'mlp'))   # the allowed values
 
 @dataclass
 class MFConfig:
     "Every setting of a matrix-factorisation run, shared by the JAX and PyTorch trainers."
-    mode:str='dense'         # 'dense' (full matrix, as in the course), 'sparse' (observed ratings only), 'als', 'bayes', 'sgd', 'svdpp' or 'svdpp_flipped'
+    mode:str='dense'         # 'dense' (full matrix, as in the course), 'sparse' (observed ratings only), 'als', 'bayes', 'sgd', 'svdpp', 'svdpp_flipped', 'timesvdpp_flipped' or 'neural'
     k:int=50                 # latent factors
     lmd:float=0.01           # regularisation strength λ
     lr:float=5e-3            # learning rate (dense and sparse)
@@ -36,6 +39,12 @@ class MFConfig:
     max_epochs:int=100_000   # epoch limit (ALS and Bayes: sweeps)
     burn_in:int=20           # bayes and svdpp modes: sweeps before predictions are averaged
     implicit_test:bool=False # svdpp modes: the test pairs' existence (never their ratings) joins the implicit feedback, as in the literature
+    time_terms:str='day,bin,drift' # timesvdpp_flipped: comma-separated time effects of `TIME_TERMS` (day: user-day bias; bin: item-bin bias; drift: user drift)
+    time_bins:int=30         # timesvdpp_flipped: time bins of the item-bin bias, over the training days
+    gamma:float=1.0          # neural: λ of a user (item) with n ratings is λ·n^γ/N; 1 = per-rating L2 as in sparse mode, 0 = one λ for all
+    output:str='linear'      # neural: 'linear', or 'sigmoid': lo + (hi-lo)·σ(score) with (lo, hi) the rating range
+    head:str='dot'           # neural: 'dot' (MF), or 'mlp': a ReLU layer over [p_u, q_i] added to the product (NeuMF-style)
+    hidden:int=32            # neural: width of the MLP head
     seed:int=42              # initial factors and minibatch order
     init_std:float=1.0       # standard deviation of the initial factors
     biased:bool=False        # add the global mean and user and movie biases
@@ -62,17 +71,20 @@ class MFConfig:
         "Check every field; raise `ValueError` naming the first bad one."
         for name, ok in MF_CHOICES.items():
             if getattr(self, name) not in ok: raise ValueError(f"MFConfig.{name} must be one of {ok}, got {getattr(self, name)!r}")
-        for name in ('k', 'max_epochs', 'chunk_size', 'n_devices', 'eval_every', 'checkpoint_every', 'batch_size', 'patience', 'seed', 'burn_in'):
+        for name in ('k', 'max_epochs', 'chunk_size', 'n_devices', 'eval_every', 'checkpoint_every', 'batch_size', 'patience', 'seed', 'burn_in', 'time_bins', 'hidden'):
             v, low = getattr(self, name), (0 if name in ('batch_size', 'patience', 'seed', 'burn_in') else 1)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
                 raise ValueError(f"MFConfig.{name} must be an integer >= {low}, got {v!r}")
-        for name in ('lr', 'lmd', 'tol', 'init_std', 'momentum'):
+        for name in ('lr', 'lmd', 'tol', 'init_std', 'momentum', 'gamma'):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= (1e-300 if name == 'lr' else 0)):
                 raise ValueError(f"MFConfig.{name} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, got {v!r}")
         if not 0 <= self.val_frac < 1: raise ValueError(f"MFConfig.val_frac must be in [0, 1), got {self.val_frac!r}")
         if not 0 < self.decay <= 1: raise ValueError(f"MFConfig.decay must be in (0, 1], got {self.decay!r}")
         if self.n_devices > 1 and self.mode != 'sparse': raise ValueError("MFConfig.n_devices > 1 needs mode='sparse'")
+        terms = self.time_terms.split(',') if isinstance(self.time_terms, str) else [None]
+        if not terms or any(t not in TIME_TERMS for t in terms) or len(set(terms)) < len(terms):
+            raise ValueError(f"MFConfig.time_terms must be comma-separated names of {TIME_TERMS}, got {self.time_terms!r}")
         return self
 
 # %% ../nbs/03_mf.ipynb #c010
@@ -87,6 +99,9 @@ MODE_DEFAULTS = {
                    optimizer='sgd', clip=True),
     'svdpp':  dict(k=16, tol=0.0, max_epochs=350, burn_in=30, init_std=0.1, biased=True, clip=True),
     'svdpp_flipped': dict(k=16, tol=0.0, max_epochs=350, burn_in=30, init_std=0.1, biased=True, clip=True),
+    'timesvdpp_flipped': dict(k=16, tol=0.0, max_epochs=350, burn_in=30, init_std=0.1, biased=True, clip=True, time_terms='day,bin,drift'),
+    'neural': dict(k=32, lmd=0.6 * 50 ** 0.5, gamma=0.5, lr=0.02, tol=0.0, max_epochs=99, init_std=0.1, biased=True, reg='l2',
+                   optimizer='adam', clip=True),
 }
 
 def mf_config(mode:str='dense', # one of `MODES`
@@ -99,15 +114,16 @@ def mf_config(mode:str='dense', # one of `MODES`
     return MFConfig(**{**MODE_DEFAULTS[mode], 'mode': mode, **overrides}).validate()
 
 # %% ../nbs/03_mf.ipynb #c015
-def _sorted_triples(u, i, r, n_movies:int):
-    "Triples as (int32, int32, float32) arrays sorted by user, then movie."
+def _sorted_triples(u, i, r, n_movies:int, *extra):
+    "Triples as (int32, int32, float32) arrays sorted by user, then movie (and `extra` arrays in the same order)."
     u, i, r = np.asarray(u, np.int32), np.asarray(i, np.int32), np.asarray(r, np.float32)
-    if not len(u) == len(i) == len(r): raise ValueError(f"triples of different lengths: {len(u)}, {len(i)}, {len(r)}")
+    extra = [np.asarray(a) for a in extra]
+    if len({len(a) for a in (u, i, r, *extra)}) > 1: raise ValueError(f"triples of different lengths: {[len(a) for a in (u, i, r, *extra)]}")
     key = u.astype(np.int64) * n_movies + i
     if len(key) > 1 and not (key[1:] >= key[:-1]).all():
         order = np.argsort(key, kind='stable')
-        u, i, r = u[order], i[order], r[order]
-    return tuple(a if a.flags.writeable else a.copy() for a in (u, i, r))   # read-only views (pandas 3) are copied once
+        u, i, r, *extra = (a[order] for a in (u, i, r, *extra))
+    return tuple(a if a.flags.writeable else a.copy() for a in (u, i, r, *extra))   # read-only views (pandas 3) are copied once
 
 @dataclass
 class MFData:
@@ -118,16 +134,21 @@ class MFData:
     test:tuple|None=None # test triples (None: no test set)
     val:tuple|None=None  # validation triples carved from train (None: no early stopping)
     implicit:tuple|None=None # (user, movie) pairs known to exist, ratings unknown: more implicit feedback for the svdpp modes
+    days:dict|None=None  # {'train': ..., 'val': ..., 'test': ...}: each rating's time in days since 1970 (`day_numbers`), for the time modes
 
     def __post_init__(self):
+        days, self.days = self.days, ({} if self.days is not None else None)
         for name in ('train', 'test', 'val'):
             t = getattr(self, name)
             if t is None: continue
-            u, i, r = _sorted_triples(*t, self.n_movies)
+            d = () if days is None or days.get(name) is None else (np.asarray(days[name], np.float64),)
+            u, i, r, *d = _sorted_triples(*t, self.n_movies, *d)
             if len(u) and (u.min() < 0 or u.max() >= self.n_users or i.min() < 0 or i.max() >= self.n_movies):
                 raise ValueError(f"{name} triples index outside the {self.n_users} x {self.n_movies} matrix")
             if not np.isfinite(r).all(): raise ValueError(f"{name} ratings contain NaN or infinity")
+            if d and not np.isfinite(d[0]).all(): raise ValueError(f"{name} days contain NaN or infinity")
             setattr(self, name, (u, i, r) if len(u) or name == 'train' else None)
+            if d and (len(u) or name == 'train'): self.days[name] = d[0]
         if len(self.train[0]) == 0: raise ValueError("no training ratings")
         if self.implicit is not None:
             u, i = (np.asarray(a, np.int32) for a in self.implicit)
@@ -144,8 +165,8 @@ class MFData:
     def fingerprint(self) -> str:
         "A digest of the shape, of every triple (train, validation, test) and of the implicit pairs: a resume checks it."
         h = hashlib.blake2b(f'{self.n_users} {self.n_movies}'.encode(), digest_size=16)
-        for part in (self.train, self.val, self.test, self.implicit):
-            for a in (part or ()): h.update(np.ascontiguousarray(a).tobytes())
+        for part in (self.train, self.val, self.test, self.implicit, *(self.days or {}).values()):
+            for a in ((part,) if isinstance(part, np.ndarray) else part or ()): h.update(np.ascontiguousarray(a).tobytes())
             h.update(b'|')
         return h.hexdigest()
     def __repr__(self):
@@ -156,22 +177,25 @@ class MFData:
     def from_rating_data(cls, data:RatingData, # train/test ratings with dense `user`/`movie` columns
                          val_frac:float=0.0, # > 0: carve this fraction of train out as a validation set
                          seed:int=0, # seed of the validation split
+                         days:bool=False, # also each rating's day (its `date`), for the time modes
                         ) -> 'MFData':
         "The triples of `data`, with a validation split of its train set when `val_frac` > 0."
-        train, val = data.triples('train'), None
+        parts = {'train': data, 'test': data}
         if val_frac > 0:
             v = validation_split(data, val_frac, seed)
-            train, val = v.triples('train'), v.triples('test')
-        test = data.triples('test') if len(data.test) else None
-        return cls(data.n_users, data.n_movies, train, test, val)
+            parts.update(train=v, val=v)
+        part = {'train': 'train', 'val': 'test', 'test': 'test'}
+        t = {n: parts[n].triples(part[n]) for n in parts if n != 'test' or len(data.test)}
+        d = {n: rating_times(parts[n]._part(part[n])) for n in t} if days else None
+        return cls(data.n_users, data.n_movies, t['train'], t.get('test'), t.get('val'), days=d)
 
 def as_mf_data(data, # a `RatingData` or an `MFData`
-               val_frac:float=0.0, seed:int=0) -> MFData:
-    "`data` as an `MFData` (a validation split is carved from a `RatingData` when `val_frac` > 0)."
+               val_frac:float=0.0, seed:int=0, days:bool=False) -> MFData:
+    "`data` as an `MFData` (a validation split is carved from a `RatingData` when `val_frac` > 0; `days`: with the ratings' days)."
     if isinstance(data, MFData):
         if val_frac > 0 and data.val is None: raise ValueError("val_frac > 0 needs an MFData with a validation set (or a RatingData)")
         return data
-    if isinstance(data, RatingData): return MFData.from_rating_data(data, val_frac, seed)
+    if isinstance(data, RatingData): return MFData.from_rating_data(data, val_frac, seed, days)
     raise TypeError(f"expected a RatingData or an MFData, got {type(data).__name__}")
 
 # %% ../nbs/03_mf.ipynb #c021
@@ -303,7 +327,10 @@ def trainer_class(mode:str, # an MF mode (`MODES`)
     "The trainer class of `mode` on `backend`, imported on first use."
     if backend not in BACKENDS: raise ValueError(f"backend must be 'jax' or 'torch', got {backend!r}")
     if mode == 'sgd': from recsys_nb.mf_sgd import SGDMFTrainer as trainer          # Numba for both: XLA has no lock-free parallel SGD
-    elif mode.startswith('svdpp'): from recsys_nb.accuracy import GibbsSVDppTrainer as trainer   # Gibbs sampling: Numba for both
+    elif 'svdpp' in mode: from recsys_nb.accuracy import GibbsSVDppTrainer as trainer   # Gibbs sampling: Numba for both
+    elif mode == 'neural':
+        if backend != 'torch': raise ValueError("mode 'neural' trains with PyTorch only: use backend='torch'")
+        from recsys_nb.accuracy import NeuralMFTrainer as trainer
     elif backend == 'jax': from recsys_nb.mf_jax import JaxMFTrainer as trainer
     else: from recsys_nb.mf_torch import TorchMFTrainer as trainer
     return trainer
@@ -318,7 +345,8 @@ def train_mf(config:MFConfig, # the run's settings
             ) -> MFRun:
     "Train and evaluate: the mode's trainer on `backend`, run by `run_trainer` (tolerance, early stopping, checkpoints)."
     config = config.validate()
-    trainer = trainer_class(config.mode, backend)(config, as_mf_data(data, config.val_frac, config.seed), init, **options)
+    data = as_mf_data(data, config.val_frac, config.seed, days=config.mode == 'timesvdpp_flipped')
+    trainer = trainer_class(config.mode, backend)(config, data, init, **options)
     return run_trainer(trainer, callback)
 
 # %% ../nbs/03_mf.ipynb #c037
@@ -348,6 +376,28 @@ def _pair_scores(f:dict, mu:float, u, i, ku, ki) -> np.ndarray:
     dot = np.einsum('ij,ij->i', f['U'][u], f['V'][i]) * (ku & ki)
     return mu + f['bu'][u] * ku + f['bi'][i] * ki + dot if 'bu' in f else dot
 
+NEURAL_PARAMS = ('b0', 'wg', 'W1', 'c1', 'wm')   # neural mode's parameters beside U, V, bu, bi
+
+def neural_forward(w:dict, # U, V, bu, bi, b0, wg (and W1, c1, wm for the MLP head): NumPy arrays or tensors
+                   u, i, # user and item indices
+                   output:str, lo:float, hi:float, # 'linear' or 'sigmoid'; the rating range
+                   exp=np.exp, # `np.exp`, or the framework's (`torch.exp`)
+                  ):
+    "Neural mode's prediction: b0 + b_u + b_i + (p_u∘q_i)·wg [+ ReLU(W1ᵀ[p_u, q_i] + c1)·wm], through the sigmoid when asked."
+    p, q = w['U'][u], w['V'][i]
+    z = w['b0'] + w['bu'][u] + w['bi'][i] + (p * q) @ w['wg']
+    if 'W1' in w:                                               # NeuMF-style: an MLP over the pair beside the product
+        h = p @ w['W1'][:p.shape[1]] + q @ w['W1'][p.shape[1]:] + w['c1']
+        z = z + (h * (h > 0)) @ w['wm']
+    return lo + (hi - lo) / (1 + exp(-z)) if output == 'sigmoid' else z
+
+def _neural_pairs(f:dict, cfg, rating_range, u, i) -> np.ndarray:
+    "`neural_forward` at codes; an unknown user or item (a code past the last) has zero factors and bias."
+    nu, ni = len(f['U']), len(f['V'])
+    pad = lambda a: np.concatenate([a, np.zeros((1, *a.shape[1:]), a.dtype)])
+    w = {**f, 'U': pad(f['U']), 'V': pad(f['V']), 'bu': pad(f['bu']), 'bi': pad(f['bi'])}
+    return neural_forward(w, np.minimum(u, nu), np.minimum(i, ni), cfg.output, *rating_range)
+
 def _score_rows(f:dict, mu:float, u, known) -> np.ndarray:
     "Scores of users `u` (rows; `~known`: unknown users) for every item."
     S = (f['U'][u] @ f['V'].T) * known[:, None]
@@ -356,13 +406,17 @@ def _score_rows(f:dict, mu:float, u, known) -> np.ndarray:
 # %% ../nbs/03_mf.ipynb #c040
 class MF(Estimator):
     "Matrix factorisation on raw ids: trained by the JAX or the PyTorch trainer, predicting with NumPy."
-    def __init__(self, mode:str='sparse', # one of `MODES`: 'dense' (the course), 'sparse', 'als', 'bayes', 'sgd', 'svdpp', 'svdpp_flipped'
+    def __init__(self, mode:str='sparse', # one of `MODES`: 'dense' (the course), 'sparse', 'als', 'bayes', 'sgd', 'svdpp', 'svdpp_flipped', 'timesvdpp_flipped', 'neural'
                  backend:str='torch', # the framework that trains: 'torch' or 'jax' (a saved model loads in either)
                  **config, # any `MFConfig` field, over the defaults of `mode` (`MODE_DEFAULTS`)
                 ):
         if backend not in BACKENDS: raise ValueError(f"backend must be 'jax' or 'torch', not {backend!r}")
+        if mode == 'neural' and backend != 'torch': raise ValueError("mode 'neural' trains with PyTorch only: use backend='torch'")
         self.config = mf_config(mode, **config)
         self.mode, self.backend, self._overrides = mode, backend, dict(config)
+
+    @property
+    def uses_time(self) -> bool: return self.mode == 'timesvdpp_flipped'
 
     def get_params(self) -> dict:
         "`mode`, `backend` and the `MFConfig` fields given to the constructor."
@@ -376,59 +430,77 @@ class MF(Estimator):
 
     def fit(self, ratings, # a DataFrame, (users, items, ratings), a `RatingData` (its test part is logged) or a sparse matrix
             *, eval_ratings:pd.DataFrame|tuple|None=None, # ratings whose RMSE is logged every epoch, never used to choose anything
+            val_ratings:pd.DataFrame|tuple|None=None, # ratings to early-stop on (and prune) instead of a `val_frac` split of `ratings`
             callback:Callable|None=None, # callback(epoch, metrics, trainer) -> True to stop (e.g. Optuna's pruning)
             implicit_pairs:pd.DataFrame|tuple|None=None, # svdpp modes: (users, items) or a DataFrame of pairs known to exist, ratings unknown
             user:str|None=None, item:str|None=None, rating:str='rating', # column names
+            time:str|None=None, # timesvdpp_flipped: the time column (default 'date' or 'timestamp'); other modes read none
            ) -> 'MF':
         "Train on `ratings` (a validation split of them when `val_frac` > 0); the run is kept in `run_`."
-        if eval_ratings is None and isinstance(ratings, RatingData) and len(ratings.test): eval_ratings = raw_part(ratings, 'test')
-        if implicit_pairs is not None and not self.mode.startswith('svdpp'):
+        if eval_ratings is None and isinstance(ratings, RatingData) and len(ratings.test):
+            eval_ratings = ratings.test if self.uses_time else raw_part(ratings, 'test')    # with its dates for a time mode
+        if implicit_pairs is not None and 'svdpp' not in self.mode:
             raise ValueError(f"implicit_pairs are used by the svdpp modes only, not by mode {self.mode!r}")
         self._columns = dict(user=user, item=item, rating=rating)
-        return super().fit(ratings, **self._columns, eval_ratings=eval_ratings, callback=callback, implicit_pairs=implicit_pairs)
+        if val_ratings is not None and self.config.val_frac > 0: raise ValueError('give val_ratings or val_frac > 0, not both')
+        return super().fit(ratings, **self._columns, time=time, eval_ratings=eval_ratings, callback=callback, val_ratings=val_ratings,
+                           implicit_pairs=implicit_pairs, **({'time_column': time} if self.uses_time else {}))
 
-    def _fit_codes(self, u, i, r, eval_ratings=None, callback=None, implicit_pairs=None):
-        cfg, train, val = self.config, (u, i, r), None
+    def _fit_codes(self, u, i, r, eval_ratings=None, callback=None, implicit_pairs=None, times=None, time_column=None, val_ratings=None):
+        cfg, train, val, days = self.config, (u, i, r), None, None
+        if val_ratings is not None:
+            v = self._known_codes(val_ratings, time=time_column if times is not None else False)
+            if v is None: raise ValueError('val_ratings: none of their users and items is in the training ratings')
+            val, days = v[:3], ({'val': v[3]} if times is not None else None)
         if cfg.val_frac > 0:
-            tr, va = random_split(pd.DataFrame({'u': u, 'i': i, 'r': r}), cfg.val_frac, cfg.seed)
+            tr, va = random_split(pd.DataFrame({'u': u, 'i': i, 'r': r, **({'t': times} if times is not None else {})}), cfg.val_frac, cfg.seed)
             train, val = (tuple(df[c].to_numpy() for c in 'uir') for df in (tr, va))
+            if times is not None: times, days = tr['t'].to_numpy(), {'val': va['t'].to_numpy()}
         pairs = self._known_codes(implicit_pairs, rating=None)
-        data = MFData(len(self.users_), len(self.items_), train, self._known_codes(eval_ratings), val, pairs and pairs[:2])
+        test = self._known_codes(eval_ratings, time=time_column if times is not None else False)
+        if times is not None: days = {**(days or {}), 'train': times, 'test': test and test[3]}
+        data = MFData(len(self.users_), len(self.items_), train, test and test[:3], val, pairs and pairs[:2], days)
         self.run_ = train_mf(cfg, data, self.backend, callback=callback)
         self._take_factors(self.run_.trainer, data)
 
-    def _known_codes(self, ratings, rating:str|None='rating'):
-        "Codes of the ratings (pairs when `rating` is None) whose user and item the model knows (None when there are none)."
+    def _known_codes(self, ratings, rating:str|None='rating', time:str|None|bool=False):
+        "Codes of the ratings (pairs when `rating` is None; and their days unless `time` is False) whose user and item the model knows (None when there are none)."
         if ratings is None: return None
         ru, ri, r = rating_arrays(ratings, **{**self._columns, 'rating': rating and self._columns['rating']})
+        d = rating_times(ratings, time) if time is not False else None
         u, i = self.users_.index(ru, missing=-1), self.items_.index(ri, missing=-1)
         keep = (u >= 0) & (i >= 0)
-        return (u[keep], i[keep], None if r is None else r[keep]) if keep.any() else None
+        return (u[keep], i[keep], None if r is None else r[keep], None if d is None else d[keep]) if keep.any() else None
 
     def _take_factors(self, trainer, data):
         "Keep the trained parameters (and Bayes' samples) as NumPy arrays."
-        names = ('U', 'V', 'bu', 'bi')
+        names = ('U', 'V', 'bu', 'bi', *NEURAL_PARAMS)
         self.factors_ = {k: np.asarray(v) for k, v in trainer.factors().items() if k in names}
         self.samples_ = [{k: np.asarray(v) for k, v in s.items() if k in names} for s in getattr(trainer, 'samples', [])]
         self.mu_, self.global_mean_, self.rating_range_ = float(trainer.mu), data.mu, data.rating_range
+        self.time_ = trainer.time_model() if hasattr(trainer, 'time_model') else None   # time effects (posterior means)
 
     # -- predicting -------------------------------------------------------------------------------------------
-    def _predict_codes(self, u, i, chunk:int=1 << 20):
-        "Predictions at codes (past the last code: unknown), averaged over Bayes' samples, clipped; the fallbacks."
+    def _predict_codes(self, u, i, chunk:int=1 << 20, times=None):
+        "Predictions at codes (past the last code: unknown), averaged over Bayes' samples, plus time effects at `times` (days), clipped; the fallbacks."
         ku, ki = u < len(self.factors_['U']), i < len(self.factors_['V'])
         uu, ii = np.where(ku, u, 0), np.where(ki, i, 0)
         sets, out = self.samples_ or [self.factors_], np.empty(len(u))
         for s in range(0, len(u), chunk):
             c = slice(s, s + chunk)
-            out[c] = sum(_pair_scores(f, self.mu_, uu[c], ii[c], ku[c], ki[c]) for f in sets) / len(sets)
+            if self.mode == 'neural': out[c] = _neural_pairs(self.factors_, self.config, self.rating_range_, u[c], i[c])
+            else: out[c] = sum(_pair_scores(f, self.mu_, uu[c], ii[c], ku[c], ki[c]) for f in sets) / len(sets)
         if 'bu' not in self.factors_: out[~(ku & ki)] = self.global_mean_
+        if times is not None and self.time_ is not None: out += self.time_.offset(self.time_.features(u, i, times))
         if self.config.clip: np.clip(out, *self.rating_range_, out=out)
         fb = {'unknown_user': int((~ku).sum()), 'unknown_item': int((ku & ~ki).sum())}
         return out, {**fb, 'total': sum(fb.values())}
 
     def _score_codes(self, u):
         "Unclipped predicted ratings of users `u` for every item (ranking by them avoids ties at the clip)."
-        known = u < len(self.factors_['U'])
+        known, ni = u < len(self.factors_['U']), len(self.factors_['V'])
+        if self.mode == 'neural':
+            return _neural_pairs(self.factors_, self.config, self.rating_range_, np.repeat(u, ni), np.tile(np.arange(ni), len(u))).reshape(len(u), ni)
         uu, sets = np.where(known, u, 0), self.samples_ or [self.factors_]
         if len(sets) > 1:            # the mean of Bayes' samples' scores: one product of their factors side by side
             f = {'U': np.concatenate([s['U'][uu] for s in sets], 1), 'V': np.concatenate([s['V'] for s in sets], 1) / len(sets)}
@@ -439,6 +511,11 @@ class MF(Estimator):
         return S
 
     # -- new users, persistence -------------------------------------------------------------------------------
+    def fold_in(self, ratings, **columns):
+        "Add new users without refitting: their factors and biases solved with the items fixed (not in neural mode)."
+        if self.mode == 'neural': raise ValueError("mode 'neural' cannot fold in new users (its output and head are not least squares): refit with their ratings")
+        return super().fold_in(ratings, **columns)
+
     def _fold_in_codes(self, u, i, r, n_old):
         "Solve the new users' factors (and biases) with the items fixed, in the point estimate and every sample."
         n_new = len(self.users_) - n_old
@@ -453,13 +530,20 @@ class MF(Estimator):
         arrays = dict(self.factors_)
         for k in self.factors_:
             if self.samples_: arrays[f'samples_{k}'] = np.stack([s[k] for s in self.samples_])
+        if getattr(self, 'time_', None) is not None:
+            tmeta, tarrays = self.time_.state()
+            meta['time'] = tmeta; arrays.update({f'time_{k}': v for k, v in tarrays.items()})
         return meta, arrays
 
     def _load_state(self, meta:dict, arrays:dict):
-        names = [k for k in ('U', 'V', 'bu', 'bi') if k in arrays]
+        names = [k for k in ('U', 'V', 'bu', 'bi', *NEURAL_PARAMS) if k in arrays]
         self.factors_ = {k: arrays[k] for k in names}
         self.samples_ = [{k: arrays[f'samples_{k}'][s] for k in names} for s in range(meta['samples'])]
         self.mu_, self.global_mean_, self.rating_range_ = meta['mu'], meta['global_mean'], tuple(meta['rating_range'])
+        self.time_ = None
+        if 'time' in meta:
+            from recsys_nb.accuracy import TimeEffects
+            self.time_ = TimeEffects.from_state(meta['time'], {k[5:]: v for k, v in arrays.items() if k.startswith('time_')})
 
 # %% ../nbs/03_mf.ipynb #c055
 def evaluate_mf(data, # a `RatingData` (train/test), or a DataFrame of ratings
@@ -483,7 +567,7 @@ def _mf_command(args) -> dict:
     from recsys_nb.train import atomic_write
     options = given_options(args, MFConfig, exclude=('mode',))
     history = output_path(args.history, '--history') if args.history else None    # before the work, not after
-    try: mf_config(args.mode, **options)
+    try: MF(args.mode, args.backend, **options)
     except (ValueError, TypeError) as e: raise SystemExit(f'recsys-nb mf: error: {e}')
     if args.prize and (args.data or args.train or args.test): raise SystemExit('recsys-nb mf: error: give --prize DIR or --data/--train, not both')
     from recsys_nb.data import load_prize
@@ -510,7 +594,8 @@ def register_cli(sub):
     p.add_argument('--backend', choices=list(BACKENDS), default='torch', help='framework that trains (default torch)')
     p.add_argument('--mode', choices=list(MODES), default='sparse', help='dense: the full matrix (the course); sparse: '
                    'observed ratings only; als: alternating least squares; bayes: Gibbs-sampled Bayesian MF; sgd: parallel SGD; '
-                   'svdpp, svdpp_flipped: Bayesian SVD++ by Gibbs sampling, user-side or both sides implicit feedback (default sparse)')
+                   'svdpp, svdpp_flipped: Bayesian SVD++ by Gibbs sampling, user-side or both sides implicit feedback; '
+                   'timesvdpp_flipped: svdpp_flipped with time effects (needs dated ratings) (default sparse)')
     add_options(p.add_argument_group('MFConfig'), MFConfig, exclude=('mode',), choices=MF_CHOICES,
                 per_mode={k for d in MODE_DEFAULTS.values() for k in d})
     p.add_argument('--history', metavar='CSV', help='write the per-epoch history to this CSV file')

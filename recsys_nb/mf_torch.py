@@ -47,7 +47,7 @@ class TorchMF(nn.Module):
 
     def predict(self, users, movies) -> torch.Tensor:
         "Predicted ratings of (user, movie) index pairs, by gathers."
-        u, i = torch.as_tensor(users, device=self.U.device).long(), torch.as_tensor(movies, device=self.U.device).long()
+        u, i = (x.to(self.U.device).long() if torch.is_tensor(x) else torch.as_tensor(np.array(x, np.int64), device=self.U.device) for x in (users, movies))   # arrays copied: pandas' are read-only
         out = (self.U[u] * self.V[i]).sum(-1)
         return out + self.mu + self.bu[u] + self.bi[i] if self.biased else out
 

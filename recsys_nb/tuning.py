@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 __all__ = ['MF_FROZEN', 'JOURNAL_SUFFIXES', 'DEFAULT_OUT', 'DEFAULT_STORAGE', 'HEARTBEAT', 'MAX_RETRY', 'FINISHED', 'ADOPTED',
            'TARGETS', 'TUNE_NO_OPTION', 'OBJECTIVE_NO_OPTION', 'TUNE_CHOICES', 'param', 'SearchSpace', 'MFSearchSpace',
            'TuningError', 'journal_storage', 'open_storage', 'trial_counts', 'run_trials', 'fail_dead_trials',
-           'study_attrs_mismatch', 'make_sampler', 'make_pruner', 'open_study', 'data_fingerprint', 'tuning_data',
+           'study_attrs_mismatch', 'make_sampler', 'make_pruner', 'open_study', 'data_fingerprint', 'trial_protocol',
            'frozen_values', 'default_trial', 'mf_objective', 'trials_frame', 'TuneRun', 'study_summary',
            'params_at_edge', 'queue_trials', 'tune', 'register_cli', 'holdout_split', 'protocol_table',
            'selection_table']
@@ -323,21 +323,16 @@ def data_fingerprint(data) -> str:
 
 TARGETS = ('validation', 'test')
 
-def tuning_data(data, # a RatingData
-                target:str='validation', # 'validation': carve a validation set from train; 'test': the course's protocol
-                val_frac:float=0.1, # fraction of the train ratings held out for validation
-                seed:int=0, # seed of the validation split
-               ):
-    "The `MFData` a trial trains on: (train − validation, validation, test), or (train, test as validation, test)."
-    from recsys_nb.mf import MFData
-    from recsys_nb.splits import validation_split
+def trial_protocol(data, # a RatingData
+                   target:str='validation', # 'validation': carve a validation set from train; 'test': the course's protocol
+                   val_frac:float=0.1, # fraction of the train ratings held out for validation
+                  ) -> tuple[dict, dict]:
+    "(`MF` settings, `MF.fit` keywords) of a trial: a `val_frac` split of train to early-stop on, or the test set itself."
     if target not in TARGETS: raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     if len(data.test) == 0: raise ValueError("the data has no test set")
-    if target == 'validation' and not 0 < val_frac < 1: raise ValueError(f"val_frac must lie strictly between 0 and 1, got {val_frac!r}")
-    if target == 'test':
-        return MFData(data.n_users, data.n_movies, data.triples('train'), data.triples('test'), data.triples('test'))
-    v = validation_split(data, val_frac, seed)
-    return MFData(data.n_users, data.n_movies, v.triples('train'), data.triples('test'), v.triples('test'))
+    if target == 'test': return {'val_frac': 0.0}, {'val_ratings': data.test}
+    if not 0 < val_frac < 1: raise ValueError(f"val_frac must lie strictly between 0 and 1, got {val_frac!r}")
+    return {'val_frac': val_frac}, {}
 
 def frozen_values(mode:str='sparse', fixed:dict|None=None) -> dict:
     "Values of the search-space fields when not searched: `MODE_DEFAULTS[mode]` of the MF module, then `fixed`."
@@ -378,22 +373,21 @@ def mf_objective(data, # a RatingData: its train set is trained on (less validat
                  extra:dict|None=None, # {name: (users, movies, ratings)}: also measure `<name>_rmse` at the end
                  device:str|None=None, # training device: 'cpu', 'cuda', 'cuda:N' (default: CUDA when present)
                 ):
-    "An Optuna objective: train MF with the drawn parameters, report validation RMSE per epoch, prune, store figures."
-    from recsys_nb.mf import BACKENDS, mf_config, train_mf
+    "An Optuna objective: train `MF` with the drawn parameters, report validation RMSE per epoch, prune, store figures."
+    from recsys_nb.mf import BACKENDS, MF
     if backend not in BACKENDS: raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     names = list(MFSearchSpace.distributions(distributions))
     for what, bad in (('frozen', set(frozen) - set(names)), ('fixed', set(fixed or {}) - set(names))):
         if bad: raise ValueError(f"{what} field(s) {sorted(bad)} not in the search space {names}")
     if searched := sorted(set(fixed or {}) - set(frozen)):
         raise ValueError(f"fixed value(s) for searched field(s) {searched}: only the frozen fields {[n for n in names if n in set(frozen)]} take one")
-    md = tuning_data(data, target, val_frac, seed)
+    split, fit_kw = trial_protocol(data, target, val_frac)
     base = frozen_values(mode, fixed)
-    mf_config(mode, **{n: base[n] for n in names if n in base}, max_epochs=epochs, seed=seed, patience=patience,
-              progress=False, device=device)                  # the frozen values checked before any trial
+    settings = dict(max_epochs=epochs, seed=seed, patience=patience, progress=False, device=device, **split)
+    MF(mode, backend, **{n: base[n] for n in names if n in base}, **settings)   # the frozen values checked before any trial
 
     def objective(trial:optuna.Trial) -> float:
         space = MFSearchSpace.suggest(trial, base, frozen, distributions)
-        cfg = mf_config(mode, **asdict(space), max_epochs=epochs, seed=seed, patience=patience, progress=False, device=device)
         t0, last = time.perf_counter(), {}
         def callback(epoch, metrics, trainer):
             last.update(metrics, epoch=epoch)
@@ -406,7 +400,7 @@ def mf_objective(data, # a RatingData: its train set is trained on (less validat
                 trial.set_user_attr('seconds', round(time.perf_counter() - t0, 3))
                 raise optuna.TrialPruned(f'pruned at epoch {epoch}')
             return False
-        run = train_mf(cfg, md, backend, callback=callback)
+        run = MF(mode, backend, **asdict(space), **settings).fit(data, callback=callback, **fit_kw).run_
         if run.info.get('stopped') == 'interrupted': raise KeyboardInterrupt   # Ctrl-C: a FAIL, not a short COMPLETE
         h = run.history
         attrs = {**{k: float(v) for k, v in run.metrics.items()},

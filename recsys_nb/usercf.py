@@ -426,6 +426,16 @@ def _item_values(ts, center):
     if center: v = v - ts.user_mean[ts.item_users]
     return v.astype(np.float32)
 
+def _user_values(ts, center):
+    "Each user's ratings (the rows of `ts.R`, by movie), minus the user's mean for the centred variant (float64)."
+    v = ts.R.data.astype(np.float64)
+    return v - np.repeat(ts.user_mean, np.diff(ts.R.indptr)) if center else v
+
+def _known(codes, n, count):
+    "Which codes are below `n` and have a positive `count` (a user or movie with training ratings)."
+    k = codes < n; k[k] = count[codes[k]] > 0
+    return k
+
 @numba.njit(cache=True)
 def _sums_all(row, users, vals, a, b):
     "Σ w·v, Σ w and the count over the positive similarities w = row[users[j]], j in a:b."
@@ -721,8 +731,7 @@ class UserCF(Estimator):
         ts = self.ts
         u, m = self._check_pairs(users, movies)
         P = len(u)
-        ku = u < ts.n_users; ku[ku] = ts.user_count[u[ku]] > 0
-        km = m < ts.n_movies; km[km] = ts.movie_count[m[km]] > 0
+        ku, km = _known(u, ts.n_users, ts.user_count), _known(m, ts.n_movies, ts.movie_count)
         ok = ku & km
         num, den, cnt = np.zeros(P), np.zeros(P), np.zeros(P, np.int64)
         idx = np.flatnonzero(ok)
@@ -756,14 +765,11 @@ class UserCF(Estimator):
         ts, nm = self.ts, len(self.items_)
         if self.k is None or self.neighbourhood != 'raters' or nm != ts.n_movies or ((u >= ts.n_users) & (u < len(self.users_))).any():
             return super()._score_codes(u)                         # all raters (one product), top_k lists, folded-in users
-        P = len(u)
-        ku = u < ts.n_users; ku[ku] = ts.user_count[u[ku]] > 0
+        P, ku = len(u), _known(u, ts.n_users, ts.user_count)
         num, den, cnt = np.zeros((P, nm)), np.zeros((P, nm)), np.zeros((P, nm), np.int64)
         rows = np.flatnonzero(ku); rows = rows[np.argsort(u[rows], kind='stable')]; us = u[rows]
         R = ts.R
-        uv = R.data.astype(np.float64)
-        if self.center: uv = uv - np.repeat(ts.user_mean, np.diff(R.indptr))
-        args = (R.indptr.astype(np.int64), R.indices.astype(np.int64), uv.astype(np.float32), ts.item_ptr,
+        args = (R.indptr.astype(np.int64), R.indices.astype(np.int64), _user_values(ts, self.center).astype(np.float32), ts.item_ptr,
                 ts.item_users.astype(np.int64), _item_values(ts, self.center), nm, int(self.k))
         for s, e, S in self._blocks(us):
             lo, hi = np.searchsorted(us, s), np.searchsorted(us, e)
@@ -791,8 +797,7 @@ class UserCF(Estimator):
         "Sums over the user's stored neighbours who rated the movie (ratings looked up by binary search)."
         ts = self.ts; R = ts.R
         keys = np.repeat(np.arange(ts.n_users, dtype=np.int64), np.diff(R.indptr)) * ts.n_movies + R.indices
-        vals = np.asarray(R.data, np.float64)
-        if self.center: vals = vals - ts.user_mean[keys // ts.n_movies]
+        vals = _user_values(ts, self.center)
         num, den, cnt = np.zeros(len(u)), np.zeros(len(u)), np.zeros(len(u), np.int64)
         step = max(1, 2 ** 22 // self.k)
         for a in range(0, len(u), step):

@@ -1,9 +1,9 @@
-"Bayesian SVD++ (Gibbs; MF modes svdpp, svdpp_flipped) and NeuralMF of `recsys_nb.accuracy`: the sampler against closed forms, tiny fits, seeds, resumes; the u1…u5 splits."
+"Bayesian SVD++ and timeSVD++ (Gibbs; MF modes svdpp, svdpp_flipped, timesvdpp_flipped) and MF's neural mode of `recsys_nb.accuracy`: the sampler against closed forms, tiny fits, seeds, resumes; the u1…u5 splits."
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, scipy.sparse as sp
 import json, subprocess, sys
 from recsys_nb import MF
-from recsys_nb.accuracy import NeuralMF, SVDPP_MODES, _sample_rows, _sample_implicit, _gram
+from recsys_nb.accuracy import _sample_rows, _sample_implicit, _gram, sample_group_biases
 from recsys_nb.mf import MFData, mf_config, train_mf
 from recsys_nb.data import read_ratings
 from recsys_nb.splits import movielens_u_split, write_movielens_u_splits
@@ -65,7 +65,7 @@ def tiny(seed=0, nu=40, ni=30, n=500):
 def svdpp(mode, backend='torch', seed=1, **kw):
     return MF(mode, backend, k=3, max_epochs=8, burn_in=3, seed=seed, progress=False, **kw)
 
-@pytest.mark.parametrize('mode', list(SVDPP_MODES))
+@pytest.mark.parametrize('mode', ['svdpp', 'svdpp_flipped'])
 def test_svdpp_modes_fit_predict_and_repeat(mode, tmp_path):
     tr, te = tiny()
     pairs = te[['user', 'item']]
@@ -81,7 +81,7 @@ def test_svdpp_modes_fit_predict_and_repeat(mode, tmp_path):
 
 def test_flipped_differs_from_plain_and_test_pairs_only_with_implicit_test():
     tr, te = tiny()
-    plain, flipped = (svdpp(m).fit(tr, eval_ratings=te) for m in SVDPP_MODES)
+    plain, flipped = (svdpp(m).fit(tr, eval_ratings=te) for m in ('svdpp', 'svdpp_flipped'))
     assert not np.array_equal(plain.predict(te.user, te.item), flipped.predict(te.user, te.item))
     with_test = svdpp('svdpp_flipped', implicit_test=True).fit(tr, eval_ratings=te)
     as_pairs = svdpp('svdpp_flipped').fit(tr, eval_ratings=te, implicit_pairs=te[['user', 'item']])
@@ -117,24 +117,71 @@ def test_u_splits_as_files_and_the_command(tmp_path):
     paths = write_movielens_u_splits(tmp_path / 'u.data', tmp_path / 's', [1])
     base, test = movielens_u_split(read_ratings(tmp_path / 'u.data'), 1)
     for p, want in zip(paths, (base, test)): assert read_ratings(p).to_numpy().tolist() == want.to_numpy().tolist()
-    out = subprocess.run([sys.executable, '-m', 'recsys_nb.cli', 'mf', '--train', str(paths[0]), '--test', str(paths[1]),
-                          '--mode', 'svdpp_flipped', '--implicit-test', '--k', '3', '--max-epochs', '6', '--burn-in', '2', '--json'],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    res = json.loads(out.stdout)
-    assert res['mode'] == 'svdpp_flipped' and res['config']['implicit_test'] and 0.5 < res['test_rmse'] < 2
+    run = lambda *args: subprocess.run([sys.executable, '-m', 'recsys_nb.cli', 'mf', '--train', str(paths[0]), '--test', str(paths[1]),
+                                        '--k', '3', '--max-epochs', '6', *args], capture_output=True, text=True, timeout=300)
+    for mode, args in [('svdpp_flipped', ['--implicit-test', '--burn-in', '2']),
+                       ('timesvdpp_flipped', ['--implicit-test', '--burn-in', '2', '--time-terms', 'day,bin']),   # u.data's dates
+                       ('neural', ['--output', 'sigmoid'])]:
+        out = run('--mode', mode, *args, '--json')
+        assert out.returncode == 0, out.stderr[-2000:]
+        res = json.loads(out.stdout)
+        assert res['mode'] == mode and 0.5 < res['test_rmse'] < 2
+        assert res['config']['implicit_test'] == (mode != 'neural')
+    assert res['config']['output'] == 'sigmoid'
+    out = run('--mode', 'neural', '--backend', 'jax')
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == ["recsys-nb mf: error: mode 'neural' trains with PyTorch only: use backend='torch'"]
 
 @pytest.mark.parametrize('kw', [{}, dict(output='sigmoid'), dict(gamma=0.0, lmd=5.0), dict(head='mlp', hidden=4)])
-def test_neural_mf_fits_predicts_and_repeats(kw, tmp_path):
+def test_neural_mode_fits_predicts_and_repeats(kw, tmp_path):
     tr, te = tiny()
-    make = lambda: NeuralMF(k=3, epochs=20, lr=0.05, seed=3, **kw).fit(tr)
+    make = lambda: MF('neural', k=3, max_epochs=20, lr=0.05, seed=3, progress=False, **kw).fit(tr, eval_ratings=te)
     m = make()
     p = m.predict(te.user, te.item)
     assert ((p >= 1) & (p <= 5)).all()
+    assert abs(m.test(te)['rmse'] - m.run_.test_rmse) < 1e-9          # NumPy's forward pass = the PyTorch trainer's
     np.testing.assert_array_equal(make().predict(te.user, te.item), p)
-    np.testing.assert_array_equal(NeuralMF.load(m.save(tmp_path / 'm')).predict(te.user, te.item), p)
+    np.testing.assert_array_equal(MF.load(m.save(tmp_path / 'm')).predict(te.user, te.item), p)
+
+def test_neural_mode_options_change_the_model():
+    tr, te = tiny()
+    fit = lambda **kw: MF('neural', k=3, max_epochs=20, lr=0.05, seed=3, progress=False, **kw).fit(tr).predict(te.user, te.item)
+    base = fit()
+    for kw in (dict(output='sigmoid'), dict(gamma=0.0), dict(head='mlp', hidden=4), dict(lmd=0.0)):
+        assert not np.allclose(fit(**kw), base), kw
+
+def _dated(seed=0, nu=60, ni=40, n=1000, days=12):
+    "A planted rank-2 set whose ratings move with a mood per user and day."
+    g = np.random.default_rng(seed)
+    u, i, day = g.integers(0, nu, n), g.integers(0, ni, n), g.integers(0, days, n)
+    r = np.clip(np.round(3 + np.einsum('ij,ij->i', g.normal(size=(nu, 2))[u], g.normal(size=(ni, 2))[i]) + g.normal(0, 0.8, (nu, days))[u, day]), 1, 5)
+    df = pd.DataFrame({'user': u, 'item': i, 'rating': r, 'timestamp': 883_008_000 + day * 86_400 + g.integers(0, 86_400, n)})
+    df = df.drop_duplicates(['user', 'item'])
+    return df.iloc[:650], df.iloc[650:]
+
+@pytest.mark.parametrize('terms', ['day', 'day,bin,drift'])
+def test_time_mode_finds_daily_moods_and_predicts_as_the_chain(terms, tmp_path):
+    tr, te = _dated()
+    fit = lambda mode, backend='torch', **kw: MF(mode, backend, k=3, max_epochs=30, burn_in=10, seed=1, progress=False, **kw).fit(tr, eval_ratings=te)
+    m = fit('timesvdpp_flipped', time_terms=terms, time_bins=4)
+    p = m.predict(te.user, te.item, te.timestamp)                   # Unix seconds
+    assert abs(np.sqrt(np.mean((p - te.rating) ** 2)) - m.run_.test_rmse) < 1e-6
+    np.testing.assert_array_equal(fit('timesvdpp_flipped', 'jax', time_terms=terms, time_bins=4).predict(te.user, te.item, te.timestamp), p)
+    np.testing.assert_array_equal(MF.load(m.save(tmp_path / 'm')).predict(te.user, te.item, pd.to_datetime(te.timestamp, unit='s')), p)
+    if terms == 'day': assert m.test(te)['rmse'] < fit('svdpp_flipped').test(te)['rmse'] - 0.03   # the moods are found
+    m.predict(te.user, te.item)
+    assert m.fallbacks_['no_time'] == len(te)
+
+def test_group_bias_draw_is_the_closed_form():
+    g, x, e = np.array([0, 0, 2]), np.array([1.0, 2.0, 0.5]), np.array([0.3, -1.0, 2.0])
+    lam, alpha = 2.0, 3.0
+    P0, P2 = lam + alpha * 5.0, lam + alpha * 0.25
+    np.testing.assert_allclose(sample_group_biases(np.zeros(3), g, x, e, lam, alpha), [alpha * (0.3 - 2.0) / P0, 0.0, alpha * 1.0 / P2])
+    np.testing.assert_allclose(sample_group_biases(np.ones(3), g, x, e, lam, alpha) - sample_group_biases(np.zeros(3), g, x, e, lam, alpha),
+                               [P0 ** -0.5, 0.0, P2 ** -0.5])
 
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match='biased'): MF('svdpp', biased=False, progress=False).fit(tiny()[0])
     with pytest.raises(ValueError, match='svdpp modes only'): MF('sparse').fit(tiny()[0], implicit_pairs=tiny()[1][['user', 'item']])
-    with pytest.raises(ValueError, match='output must be one of'): NeuralMF(output='tanh')
+    with pytest.raises(ValueError, match='output must be one of'): MF('neural', output='tanh')
+    with pytest.raises(ValueError, match='PyTorch only'): MF('neural', backend='jax')
+    with pytest.raises(ValueError, match='no time column'): MF('timesvdpp_flipped', progress=False).fit(tiny()[0])
