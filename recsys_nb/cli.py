@@ -16,7 +16,7 @@ COMMANDS = {
     'data':      ('recsys_nb.cli', 'synthesise and check rating datasets'),
     'run':       ('recsys_nb.pipeline', 'the main job: every stage on one dataset'),
     'usercf':    ('recsys_nb.usercf', 'user-based collaborative filtering: fit, predict, RMSE'),
-    'mf':        ('recsys_nb.mf', 'matrix factorisation by gradient descent or ALS (JAX or PyTorch)'),
+    'mf':        ('recsys_nb.mf', 'matrix factorisation: gradient descent, ALS, SGD, Gibbs sampling (JAX or PyTorch)'),
     'tune':      ('recsys_nb.tuning', 'Optuna search of matrix factorisation (TPE + Hyperband, resumable)'),
     'spotify':   ('recsys_nb.spotify', 'Spotify Million Playlist next-track ranking'),
     'retrieval': ('recsys_nb.retrieval', 'two-tower retrieval on MovieLens (TFRS style)'),

@@ -511,10 +511,11 @@ class MF(Estimator):
         return S
 
     # -- new users, persistence -------------------------------------------------------------------------------
-    def fold_in(self, ratings, **columns):
+    def fold_in(self, ratings, # ratings of users the model has not seen: a DataFrame or (users, items, ratings)
+                *, user:str|None=None, item:str|None=None, rating:str='rating'):
         "Add new users without refitting: their factors and biases solved with the items fixed (not in neural mode)."
         if self.mode == 'neural': raise ValueError("mode 'neural' cannot fold in new users (its output and head are not least squares): refit with their ratings")
-        return super().fold_in(ratings, **columns)
+        return super().fold_in(ratings, user=user, item=item, rating=rating)
 
     def _fold_in_codes(self, u, i, r, n_old):
         "Solve the new users' factors (and biases) with the items fixed, in the point estimate and every sample."
@@ -585,7 +586,7 @@ def _mf_command(args) -> dict:
 def register_cli(sub):
     "Register `recsys-nb mf`: train and evaluate matrix factorisation with either framework."
     from recsys_nb.options import add_data_args, add_json_arg
-    p = sub.add_parser('mf', help='matrix factorisation (JAX or PyTorch; dense, sparse, ALS, SGD, Bayesian MF or SVD++)',
+    p = sub.add_parser('mf', help='matrix factorisation (JAX or PyTorch; dense, sparse, ALS, SGD, Bayesian MF, SVD++, timeSVD++ or neural)',
                        description='Train matrix factorisation on a rating dataset and report train/test RMSE. '
                        "Unset options take the defaults of the mode (recsys_nb.mf.MODE_DEFAULTS).")
     add_data_args(p)
@@ -595,7 +596,8 @@ def register_cli(sub):
     p.add_argument('--mode', choices=list(MODES), default='sparse', help='dense: the full matrix (the course); sparse: '
                    'observed ratings only; als: alternating least squares; bayes: Gibbs-sampled Bayesian MF; sgd: parallel SGD; '
                    'svdpp, svdpp_flipped: Bayesian SVD++ by Gibbs sampling, user-side or both sides implicit feedback; '
-                   'timesvdpp_flipped: svdpp_flipped with time effects (needs dated ratings) (default sparse)')
+                   'timesvdpp_flipped: svdpp_flipped with time effects (needs dated ratings); neural: biased MF by full-batch Adam '
+                   'with the course\'s variations (--output, --gamma, --head; PyTorch) (default sparse)')
     add_options(p.add_argument_group('MFConfig'), MFConfig, exclude=('mode',), choices=MF_CHOICES,
                 per_mode={k for d in MODE_DEFAULTS.values() for k in d})
     p.add_argument('--history', metavar='CSV', help='write the per-epoch history to this CSV file')
