@@ -386,14 +386,14 @@ def time_model(self:GibbsSVDppTrainer) -> TimeEffects|None:
 
 # %% ../nbs/08_accuracy.ipynb #0bf31267
 class NeuralMFTrainer(MFTrainerBase):
-    "Biased MF by full-batch Adam (PyTorch) with a sigmoid output, count-scaled λ and an MLP head as options: the trainer of mode 'neural'."
+    "Biased MF by full-batch Adam (PyTorch, on the CPU) with a sigmoid output, count-scaled λ and an MLP head as options: the trainer of mode 'neural'."
     backend = 'torch'
     def __init__(self, config:MFConfig, # the run's settings (`mf_config('neural', ...)`)
                  data:MFData, # the triples
                  init:dict|None=None, # initial parameters (NumPy), e.g. another run's `factors()`
                 ):
         import torch
-        cfg = self._derive(config, data)
+        self.torch, cfg = torch, self._derive(config, data)
         if cfg.mode != 'neural': raise ValueError(f"NeuralMFTrainer trains mode 'neural', not {cfg.mode!r}")
         nu, ni, k, (lo, hi) = data.n_users, data.n_movies, cfg.k, data.rating_range
         g, f64 = torch.Generator().manual_seed(cfg.seed), torch.float64
@@ -412,7 +412,6 @@ class NeuralMFTrainer(MFTrainerBase):
         self.t = {name: tuple(torch.from_numpy(np.asarray(a, dt)) for a, dt in zip(t, (np.int64, np.int64, np.float64)))
                   for name, t in {'train': data.train, **self._sets}.items()}
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        self.torch = torch
 
     def _forward(self, name:str):
         u, i, _ = self.t[name]

@@ -142,6 +142,14 @@ def test_neural_mode_fits_predicts_and_repeats(kw, tmp_path):
     np.testing.assert_array_equal(make().predict(te.user, te.item), p)
     np.testing.assert_array_equal(MF.load(m.save(tmp_path / 'm')).predict(te.user, te.item), p)
 
+def test_neural_mode_starts_from_given_parameters():
+    "`init` (another run's `factors()`) is where training starts: zero epochs of Adam leave it unchanged."
+    data = _codes()
+    first = train_mf(mf_config('neural', k=3, max_epochs=5, progress=False), data)
+    again = train_mf(mf_config('neural', k=3, max_epochs=1, lr=1e-12, seed=7, progress=False), data, init=first.trainer.factors())
+    for n, v in first.trainer.factors().items(): np.testing.assert_allclose(again.trainer.factors()[n], v, atol=1e-9)
+    with pytest.raises(ValueError, match='has shape'): train_mf(mf_config('neural', k=4, max_epochs=1, progress=False), data, init=first.trainer.factors())
+
 def test_neural_mode_options_change_the_model():
     tr, te = tiny()
     fit = lambda **kw: MF('neural', k=3, max_epochs=20, lr=0.05, seed=3, progress=False, **kw).fit(tr).predict(te.user, te.item)
