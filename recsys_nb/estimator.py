@@ -258,7 +258,7 @@ class Estimator:
         if times is not None and not self.uses_time: raise ValueError(f'{self._name()} uses no times: leave times out')
         return self._predict(users, items, None if times is None else day_numbers(times))
 
-    def _name(self) -> str: return type(self).__name__ + (f" (mode {self.mode!r})" if hasattr(self, 'mode') else '')
+    def _name(self) -> str: return type(self).__name__   # how errors name the model
 
     def _predict(self, users, items, days=None):
         "`predict` with the times as day numbers."

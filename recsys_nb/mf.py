@@ -393,10 +393,23 @@ def neural_forward(w:dict, # U, V, bu, bi, b0, wg (and W1, c1, wm for the MLP he
 
 def _neural_pairs(f:dict, cfg, rating_range, u, i) -> np.ndarray:
     "`neural_forward` at codes; an unknown user or item (a code past the last) has zero factors and bias."
-    nu, ni = len(f['U']), len(f['V'])
-    pad = lambda a: np.concatenate([a, np.zeros((1, *a.shape[1:]), a.dtype)])
-    w = {**f, 'U': pad(f['U']), 'V': pad(f['V']), 'bu': pad(f['bu']), 'bi': pad(f['bi'])}
-    return neural_forward(w, np.minimum(u, nu), np.minimum(i, ni), cfg.output, *rating_range)
+    ku, ki = u < len(f['U']), i < len(f['V'])
+    uu, ii = np.where(ku, u, 0), np.where(ki, i, 0)
+    w = {**f, 'U': f['U'][uu] * ku[:, None], 'V': f['V'][ii] * ki[:, None], 'bu': f['bu'][uu] * ku, 'bi': f['bi'][ii] * ki}
+    at = np.arange(len(u))                                       # the rows gathered above, one per pair
+    return neural_forward(w, at, at, cfg.output, *rating_range)
+
+def _neural_rows(f:dict, cfg, rating_range, u, block:int=64) -> np.ndarray:
+    "`neural_forward` of users `u` (codes; unknown: zero factors and bias) for every item, by products, not per pair."
+    known = u < len(f['U'])
+    P, bu = f['U'][np.where(known, u, 0)] * known[:, None], f['bu'][np.where(known, u, 0)] * known
+    z = f['b0'] + bu[:, None] + f['bi'][None, :] + (P * f['wg']) @ f['V'].T
+    if 'W1' in f:                                                # the MLP head: users × items × hidden, a block of users at a time
+        k = P.shape[1]
+        A, B = P @ f['W1'][:k], f['V'] @ f['W1'][k:] + f['c1']
+        for s in range(0, len(P), block): z[s:s + block] += np.maximum(A[s:s + block, None, :] + B[None], 0) @ f['wm']
+    lo, hi = rating_range
+    return lo + (hi - lo) / (1 + np.exp(-z)) if cfg.output == 'sigmoid' else z
 
 def _score_rows(f:dict, mu:float, u, known) -> np.ndarray:
     "Scores of users `u` (rows; `~known`: unknown users) for every item."
@@ -417,6 +430,7 @@ class MF(Estimator):
 
     @property
     def uses_time(self) -> bool: return self.mode == 'timesvdpp_flipped'
+    def _name(self) -> str: return f'MF (mode {self.mode!r})'
 
     def get_params(self) -> dict:
         "`mode`, `backend` and the `MFConfig` fields given to the constructor."
@@ -498,9 +512,8 @@ class MF(Estimator):
 
     def _score_codes(self, u):
         "Unclipped predicted ratings of users `u` for every item (ranking by them avoids ties at the clip)."
-        known, ni = u < len(self.factors_['U']), len(self.factors_['V'])
-        if self.mode == 'neural':
-            return _neural_pairs(self.factors_, self.config, self.rating_range_, np.repeat(u, ni), np.tile(np.arange(ni), len(u))).reshape(len(u), ni)
+        known = u < len(self.factors_['U'])
+        if self.mode == 'neural': return _neural_rows(self.factors_, self.config, self.rating_range_, u)
         uu, sets = np.where(known, u, 0), self.samples_ or [self.factors_]
         if len(sets) > 1:            # the mean of Bayes' samples' scores: one product of their factors side by side
             f = {'U': np.concatenate([s['U'][uu] for s in sets], 1), 'V': np.concatenate([s['V'] for s in sets], 1) / len(sets)}

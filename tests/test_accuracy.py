@@ -141,6 +141,11 @@ def test_neural_mode_fits_predicts_and_repeats(kw, tmp_path):
     assert abs(m.test(te)['rmse'] - m.run_.test_rmse) < 1e-9          # NumPy's forward pass = the PyTorch trainer's
     np.testing.assert_array_equal(make().predict(te.user, te.item), p)
     np.testing.assert_array_equal(MF.load(m.save(tmp_path / 'm')).predict(te.user, te.item), p)
+    from recsys_nb.mf import _neural_pairs, _neural_rows                  # recommend's products = the per-pair forward pass
+    u, ni = np.array([0, 5, len(m.users_)]), len(m.items_)                 # the last user is unknown: zero factors and bias
+    rows = _neural_rows(m.factors_, m.config, m.rating_range_, u, block=2)
+    pairs = _neural_pairs(m.factors_, m.config, m.rating_range_, np.repeat(u, ni + 1), np.tile(np.arange(ni + 1), len(u))).reshape(len(u), ni + 1)
+    np.testing.assert_allclose(rows, pairs[:, :ni], rtol=0, atol=1e-12)
 
 def test_neural_mode_starts_from_given_parameters():
     "`init` (another run's `factors()`) is where training starts: zero epochs of Adam leave it unchanged."
