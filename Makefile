@@ -69,24 +69,28 @@ postgres:
 	    || echo ">> could not install postgresql (see build/apt.log): the database tests will be skipped"; \
 	else echo ">> PostgreSQL's server is not installed and cannot be installed by this user: the database tests will be skipped"; fi
 
-# nbdev's own processing of the notebooks (the first half of nbdev_docs, what Quarto is given): every show_doc and
-# every cell nbdev runs to make them is executed, so the Quarto route is checked here too, where Quarto is absent.
+# nbdev's processing of the notebooks into _proc/ (scripts/docs/nbdev_proc.py: nbdev's proc_nbs, the first half of
+# nbdev_docs), the input of both docs routes: every show_doc and every cell nbdev runs to make them is executed, so the
+# docs' processing is checked here too, where neither the docs tools nor Quarto are needed. All notebooks, from scratch.
 proc-check: $(STAMP)
-	@rm -rf _proc; mkdir -p build; PATH="$(abspath $(BIN)):$$PATH" nbdev_proc_nbs --n_workers 2 > build/proc.log 2>&1 \
-	  && echo ">> nbdev_proc_nbs: every notebook processed (the Quarto route's input, in _proc/)" \
-	  || { grep -v -e '^  ' -e 'Found cells containing imports' build/proc.log | tail -30; echo "ERROR: nbdev_proc_nbs failed (log: build/proc.log)"; exit 1; }
+	@mkdir -p build; $(BIN)/python scripts/build_docs.py proc --force > build/proc.log 2>&1 \
+	  && echo ">> nbdev processing: every notebook processed (the docs' input, in _proc/)" \
+	  || { grep -v -e '^  ' -e 'Found cells containing imports' build/proc.log | tail -30; echo "ERROR: nbdev processing failed (log: build/proc.log)"; exit 1; }
 
 test: check-sync proc-check nbtest pytest
 
 export: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" nbdev_export && PATH="$(abspath $(BIN)):$$PATH" nbdev_clean
 
-# ---- docs (scripts/build_docs.py): the committed notebook outputs, never re-executed -------------------------------
+# ---- docs (scripts/build_docs.py): one processing, two renderers -----------------------------------------------------
+# Every docs command first brings _proc/ up to date (nbdev's processing, as in proc-check, of the notebooks changed
+# since; log in build/proc.log), then renders it; the notebooks' committed outputs are never re-executed as a whole.
 # `make docs`: the HTML site and the PDF book in _docs/ with registry packages only (pandoc from pypandoc_binary, typst,
 # kaleido driving Debian's chromium for static charts). Where Quarto is installed, `python scripts/build_docs.py
-# quarto-site` / `quarto-book` build the same through Quarto (nbs/_quarto.yml, _quarto.yml; what deploy.yaml runs).
-# `make readme`: README.md from nbs/index.ipynb. `make screenshots`: the docs as a reader sees them (headless
-# chromium, pdftoppm) in build/screenshots/, failing on a blank page, a console error or a chart that did not draw.
+# quarto-site` / `quarto-book` render the same _proc/ through Quarto (nbs/_quarto.yml, _quarto.yml; what deploy.yaml
+# runs). `make readme`: README.md from the processed nbs/index.ipynb. `make screenshots`: the docs as a reader sees
+# them (headless chromium, pdftoppm) in build/screenshots/, failing on a blank page, a console error or a chart that
+# did not draw.
 DOCS_APT := chromium poppler-utils fonts-dejavu-core
 DOCS_PIP := pypandoc_binary typst kaleido
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

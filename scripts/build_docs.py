@@ -1,41 +1,52 @@
 #!/usr/bin/env python3
-"""Build the recsys_nb docs from the notebooks' committed outputs, with registry packages only.
+"""Render the recsys_nb docs from nbdev's processed notebooks (_proc/), with registry packages only.
 
     python scripts/build_docs.py site      # HTML site in _docs/ + the PDF book _docs/recsys_nb.pdf (what `make docs` runs)
     python scripts/build_docs.py html      # the HTML site only
     python scripts/build_docs.py pdf       # the PDF book only
-    python scripts/build_docs.py readme    # README.md from nbs/index.ipynb (what `make readme` runs)
-    python scripts/build_docs.py book-sources [DIR]  # processed notebooks for the Quarto book (top-level _quarto.yml)
+    python scripts/build_docs.py readme    # README.md from the processed index notebook (what `make readme` runs)
+    python scripts/build_docs.py proc [--force]      # nbdev's processing alone, nbs/ -> _proc/ (what `make proc-check` runs)
+    python scripts/build_docs.py book-sources [DIR]  # the Quarto book's chapters (top-level _quarto.yml), default build/book
     python scripts/build_docs.py book-yml            # the book's chapter list in _quarto.yml from nbs/sidebar.yml
-    python scripts/build_docs.py quarto-site         # where Quarto is installed: nbdev's processing + quarto render
+    python scripts/build_docs.py quarto-site         # where Quarto is installed: quarto render of _proc/ (the website)
     python scripts/build_docs.py quarto-book         # where Quarto is installed: the book PDF through Quarto
 
-The notebooks are never executed: their committed outputs are the docs. The only code run is `show_doc` on the
-exported library, for a documented name whose `show_doc` cell has no stored output, and for the public names of
-`#| export` cells that no `show_doc` cell covers — what nbdev itself does when it builds docs (`--no-library` turns
-it off). Notebooks are taken in the order of nbs/sidebar.yml, grouped by its sections; missing ones are skipped.
+One processing, two renderers. nbdev processes the notebooks into _proc/ (scripts/docs/nbdev_proc.py: nbdev's
+`proc_nbs`, what `nbdev_proc_nbs` and `nbdev_docs` run, with three fixes described there): the title cell becomes YAML
+front matter, hidden and exported cells are dropped, `show_doc` runs for every documented name (its cells marked
+`#| echo: false`, `#| output: asis`, its source links with their line numbers), backticked names become links to the
+doc host. The notebooks are not executed as a whole: nbdev runs only what `show_doc` needs (exported code, cells with
+imports, the `show_doc` calls); every other output is the committed one. Every command here except `book-yml` runs
+that step first (only notebooks changed since the last run are processed again; `--force`: all; log in
+build/proc.log); `--proc DIR` reads processed notebooks from DIR as they are, without running nbdev.
 
-The cell rules follow nbdev 2: `#| hide`, `#| export`, `#| exporti`, `#| default_exp` and `#| include: false` cells are
-not shown; `#| exports` cells show their code folded; `#| echo: false` / `#| hide_input` show only the output,
-`#| output: false` / `#| hide_output` only the code; directive lines, `#|hide_line` lines and magics are stripped; the
-first markdown cell with a `# Title` and `> description` becomes the page title.
+What Quarto does when it renders _proc/ is done here: the page title and description from the front matter; the
+Quarto cell options that nbdev leaves (`echo: false`, `output: false`, `include: false`, `output: asis`, `code-fold`,
+`code-summary`) honoured and their lines stripped; links to the doc host made relative in the site (`page.html#anchor`)
+and internal in the PDF (a link whose anchor no page has is kept as text); progress bars collapsed to their last
+state; plotly charts drawn by the local plotly.js. nbdev also links names inside the code blocks of `show_doc`
+signatures and in headings, where a link shows as markdown or nests in the table of contents: those go back to the
+plain names. Pages are taken in the order of the sidebar (sidebar.yml, which nbdev copies from nbs/), grouped by its
+sections; missing ones are skipped.
 
-Routes: pandoc (pypandoc_binary) turns each page into HTML (MathML for maths, plotly.js from the plotly package
-for interactive charts, no network needed to read); the book is one pandoc document written as typst and compiled
-by the `typst` package; plotly charts become PNGs through kaleido, which drives the installed Chromium.
+Renderers: pandoc (pypandoc_binary) turns each page into HTML (MathML for maths, plotly.js from the plotly package for
+interactive charts, no network needed to read); the book is one pandoc document written as typst and compiled by the
+`typst` package; plotly charts become PNGs through kaleido, which drives the installed Chromium.
 """
 from __future__ import annotations
 
-import argparse, ast, base64, concurrent.futures as cf, configparser, hashlib, html, importlib, inspect, json, os, re
-import shutil, subprocess, sys, tempfile, time, warnings
+import argparse, base64, concurrent.futures as cf, configparser, hashlib, html, json, os, re, shutil, subprocess, sys
+import tempfile, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
+from urllib.parse import unquote
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = Path(__file__).resolve().parent / 'docs'
 PLOTLY_MIME = 'application/vnd.plotly.v1+json'
 PDF_NAME = 'recsys_nb.pdf'
+NBDEV_WARNING = '<!-- WARNING: THIS FILE WAS AUTOGENERATED! DO NOT EDIT! -->'
 
 
 def log(*a):
@@ -50,6 +61,11 @@ def read_settings(root: Path = ROOT) -> dict:
     return dict(cp['DEFAULT'])
 
 
+def site_url(cfg: dict) -> str:
+    "The doc host's address, the prefix of nbdev's links: https://recsys-nb.github.io/recsys_nb"
+    return (cfg.get('doc_host', '') + cfg.get('doc_baseurl', '')).rstrip('/')
+
+
 def page_name(nb_file: str) -> str:
     "The html page name nbdev gives a notebook: `00_data.ipynb` -> `data` (number prefix dropped, lower case)."
     return re.sub(r'^\d+[a-zA-Z0-9]*_', '', Path(nb_file).stem.lower())
@@ -57,14 +73,14 @@ def page_name(nb_file: str) -> str:
 
 @dataclass
 class Entry:
-    file: str            # notebook path relative to nbs/
+    file: str            # notebook path relative to the notebook folder
     part: str | None     # sidebar section, None for top-level entries (index)
 
 
-def read_sidebar(nbs: Path) -> list[Entry]:
-    "The notebooks of nbs/sidebar.yml in order, each with its section (nested sections flatten to the outer one)."
+def read_sidebar(folder: Path) -> list[Entry]:
+    "The notebooks of `folder`/sidebar.yml in order, each with its section (nested sections flatten to the outer one)."
     import yaml
-    doc = yaml.safe_load((nbs / 'sidebar.yml').read_text(encoding='utf-8'))
+    doc = yaml.safe_load((folder / 'sidebar.yml').read_text(encoding='utf-8'))
     out: list[Entry] = []
 
     def walk(items, part):
@@ -76,12 +92,32 @@ def read_sidebar(nbs: Path) -> list[Entry]:
     return [e for e in out if e.file.endswith('.ipynb')]
 
 
-# ------------------------------------------------------------------------------------------------ notebook cells
-_re_dir = re.compile(r'^\s*#\s*\|')
-_re_magic = re.compile(r'^\s*%%?\w')
+# ------------------------------------------------------------------------------------------------ nbdev's processing
+def process(force: bool = False, quiet: bool = True) -> Path:
+    "nbdev's processing of nbs/ into _proc/ (scripts/docs/nbdev_proc.py); quiet: its output goes to build/proc.log."
+    cmd = [sys.executable, str(ASSETS / 'nbdev_proc.py'), *(['--force'] if force else [])]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    t0 = time.time()
+    if not quiet:
+        if subprocess.run(cmd, cwd=ROOT, env=env).returncode: raise SystemExit('nbdev processing failed')
+        return ROOT / '_proc'
+    logf = ROOT / 'build' / 'proc.log'
+    logf.parent.mkdir(parents=True, exist_ok=True)
+    with open(logf, 'w', encoding='utf-8') as fh:
+        rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
+    if rc:
+        lines = [l for l in logf.read_text(encoding='utf-8').splitlines()
+                 if l.strip() and not l.startswith('  ') and 'Found cells containing imports' not in l]
+        print('\n'.join(lines[-30:]), file=sys.stderr)
+        raise SystemExit(f'nbdev processing failed (log: {logf})')
+    log(f'nbdev processing: {ROOT / "_proc"} up to date ({time.time() - t0:.1f}s, log: {logf})')
+    return ROOT / '_proc'
+
+
+# ------------------------------------------------------------------------------------------------ processed notebooks
+_re_opt = re.compile(r'^\s*#\|\s?(.*)$')
+_re_kv = re.compile(r'^([\w-]+)\s*:\s*(.*?)\s*$')
 _re_ansi = re.compile(r'\x1B(?:[@-Z\\-_]|\[[0-?]*[ -/]*[@-~])')
-_re_hide_line = re.compile(r'#\|\s*hide_line\s*$')
-_HIDDEN = {'hide', 'export', 'exporti', 'default_exp'}
 
 
 def src_of(cell) -> str:
@@ -89,25 +125,18 @@ def src_of(cell) -> str:
     return ''.join(s) if isinstance(s, list) else s
 
 
-def split_directives(src: str) -> tuple[dict, str]:
-    "nbdev's directive parsing: leading `#|` lines -> {'hide': [], 'eval:': ['false'], ...}, and the code below them."
-    lines = src.splitlines(True)
-    i = 0
-    while i < len(lines) and (not lines[i].strip() or _re_dir.match(lines[i])): i += 1
-    dirs = {}
-    for line in lines[:i]:
-        if not _re_dir.match(line): continue
-        s = _re_dir.sub('', line, count=1).strip()
-        if s.endswith(':'): s = s[:-1]
-        if ':' in s: s = s.replace(':', ': ', 1)
-        parts = s.split()
-        if not parts: continue
-        dirs[parts[0]] = parts[1:]
-    return dirs, ''.join(lines[i:])
-
-
-def dir_is(dirs: dict, key: str, value: str) -> bool:
-    return [v.lower() for v in dirs.get(key + ':', [])] == [value]
+def cell_options(src: str) -> tuple[dict, str]:
+    "Quarto's cell options, the leading `#| key: value` lines ({'echo': False, 'output': 'asis'}), and the code below."
+    import yaml
+    lines = src.splitlines()
+    i, opts = 0, {}
+    while i < len(lines) and _re_opt.match(lines[i]):
+        m = _re_kv.match(_re_opt.match(lines[i]).group(1).strip())
+        if m:
+            try: opts[m.group(1)] = yaml.safe_load(m.group(2)) if m.group(2) else None
+            except yaml.YAMLError: opts[m.group(1)] = m.group(2)
+        i += 1
+    return opts, '\n'.join(lines[i:]).strip('\n')
 
 
 def clean_stream(text: str) -> str:
@@ -128,7 +157,7 @@ class Output:
     name: str = ''              # stream name
     text: str = ''              # stream / error text
     data: dict = field(default_factory=dict)
-    showdoc: bool = False
+    asis: bool = False          # markdown of an `output: asis` cell (show_doc): part of the page, not a printout
 
 
 @dataclass
@@ -136,8 +165,9 @@ class Cell:
     kind: str                   # 'markdown' or 'code'
     text: str = ''              # markdown text, or code shown ('' = code hidden)
     outputs: list = field(default_factory=list)
-    fold: bool = False          # `#| exports`: code folded under "Exported source"
-    idx: int = 0                # index in the notebook (for file names)
+    fold: str | None = None     # `code-fold`: the code folded under this summary
+    fold_open: bool = False     # `code-fold: show`: folded, shown at first
+    idx: int = 0                # index in the processed notebook (for file names)
 
 
 @dataclass
@@ -148,8 +178,6 @@ class Page:
     title: str
     description: str
     cells: list
-    module: str | None
-    documented: list = field(default_factory=list)   # names with a show_doc heading on this page
     warnings: list = field(default_factory=list)
 
     @property
@@ -215,156 +243,51 @@ def read_outputs(cell) -> list[Output]:
     return [r for r in res if not (r.kind == 'stream' and not r.text.strip())]
 
 
-_re_h1 = re.compile(r'^#\s+(\S.*?)\s*$', re.M)
-_re_desc = re.compile(r'^>\s?(.*?)\s*$', re.M)
-_re_showdoc_call = re.compile(r'^show_doc\((.+)\)\s*$', re.M)
-_re_showdoc_head = re.compile(r'^#{2,4}\s+(\S+)\s*$', re.M)
+def front_matter(src: str) -> dict:
+    "The YAML of a raw `---` cell (nbdev's front matter: title, description, output-file, ...)."
+    import yaml
+    m = re.match(r'^\s*---\s*\n(.*?)\n---\s*$', src, re.S)
+    if not m: return {}
+    fm = yaml.safe_load(m.group(1))
+    return fm if isinstance(fm, dict) else {}
 
 
-def title_cell(text: str):
-    "nbdev's formatted-markdown front matter: `# Title`, then `> description` (continuation lines joined)."
-    m = _re_h1.search(text)
-    if not m: return None
-    title = m.group(1)
-    lines = (text[:m.start()] + text[m.end():]).splitlines()
-    q = next((i for i, l in enumerate(lines) if l.startswith('>')), None)
-    desc_lines = []
-    if q is not None:
-        j = q
-        while j < len(lines) and lines[j].startswith('>'): desc_lines.append(lines[j][1:].strip()); j += 1
-        lines = lines[:q] + lines[j:]
-    other = [l for l in lines if not re.match(r'^-\s+\S.*:.*\S\s*$', l)]   # `- key: value` front matter lines
-    return title, ' '.join(d for d in desc_lines if d), '\n'.join(other).strip()
-
-
-def public_defs(code: str) -> list[str]:
-    "Top-level public function and class names defined in `code` (what nbdev documents automatically)."
-    try: tree = ast.parse(code)
-    except SyntaxError: return []
-    return [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-            and (not n.name.startswith('_') or n.name.startswith('__'))]
-
-
-class Library:
-    "`show_doc` on the exported package, for show_doc cells without a stored output (nbdev re-runs them too)."
-    def __init__(self, enabled: bool): self.enabled, self.mods, self.failed = enabled, {}, set()
-
-    def ns(self, module: str | None):
-        if not self.enabled or not module: return None
-        if module in self.failed: return None
-        if module not in self.mods:
-            try:
-                cfg = read_settings()
-                if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
-                from nbdev.showdoc import show_doc
-                mod = importlib.import_module(f"{cfg.get('lib_name', 'recsys_nb')}.{module}")
-                if 'flax' in sys.modules:   # flax.nnx's metaclass annotates `Any` that its module never imports,
-                    import typing           # so inspect.signature(an nnx.Module subclass) raises NameError
-                    pl = sys.modules.get('flax.nnx.pytreelib')
-                    if pl is not None and not hasattr(pl, 'Any'): pl.Any = typing.Any
-                ns = dict(vars(mod)); ns['show_doc'] = show_doc
-                self.mods[module] = ns
-            except Exception as e:                     # the module may not exist yet, or not import here
-                log(f'show_doc: cannot import the module {module!r} ({type(e).__name__}: {e}); its docs stay as stored')
-                self.failed.add(module); return None
-        return self.mods[module]
-
-    @staticmethod
-    def source_line(md: str, obj) -> str:
-        """The line of the source link: nbdev looks it up by the bare name, so an object imported from the package
-        (not defined in a notebook kernel) gets `#LNone`; `inspect` finds the line, and without one the link goes."""
-        if '#LNone' not in md: return md
-        try: line = inspect.getsourcelines(inspect.unwrap(obj))[1]
-        except (TypeError, OSError): line = None
-        if line: return md.replace('#LNone', f'#L{line}')
-        return re.sub(r'\[source\]\([^)]*#LNone\)(\{[^}]*\})?\n*', '', md)
-
-    def render(self, module: str | None, expr: str) -> str | None:
-        ns = self.ns(module)
-        if ns is None: return None
-        cwd = os.getcwd()
-        try:
-            os.chdir(ROOT)
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore')
-                r = eval(f'show_doc({expr})', ns)
-            md = r._repr_markdown_() if r is not None and hasattr(r, '_repr_markdown_') else None
-            return self.source_line(md, eval(expr, ns)) if md else md
-        except Exception as e:
-            log(f'show_doc({expr}) in {module}: {type(e).__name__}: {e}')
-            return None
-        finally: os.chdir(cwd)
-
-
-def read_page(entry: Entry, nbs: Path, lib: Library) -> Page:
-    "Read one notebook and apply nbdev's display rules."
-    path = nbs / entry.file
+def read_page(entry: Entry, proc: Path) -> Page:
+    "One processed notebook as a page: its front matter, and its cells as Quarto shows them."
+    path = proc / entry.file
     nb = json.loads(path.read_text(encoding='utf-8'))
-    title, desc, cells, warns = None, '', [], []
-    module = None
-    fm = {}
-    raw_cells = nb.get('cells', [])
-    shown = {m.group(1).strip() for c in raw_cells if c.get('cell_type') == 'code'
-             for m in _re_showdoc_call.finditer(src_of(c))}
-    for i, c in enumerate(raw_cells):
-        src = src_of(c)
-        ct = c.get('cell_type')
+    fm, cells, warns = {}, [], []
+    for i, c in enumerate(nb.get('cells', [])):
+        src, ct = src_of(c), c.get('cell_type')
         if ct == 'raw':
-            m = re.match(r'^\s*---\s*\n(.*?)\n---\s*$', src, re.S)
-            if m:
-                import yaml
-                try: fm.update(yaml.safe_load(m.group(1)) or {})
+            if not fm:
+                try: fm = front_matter(src)
                 except Exception as e: warns.append(f'front matter: {e}')
             continue
         if ct == 'markdown':
-            if title is None and 'title' not in fm:
-                tc = title_cell(src)
-                if tc:
-                    title, desc, rest = tc
-                    if rest:
-                        warns.append('the title cell holds more than `# Title` and `> description`; nbdev/Quarto '
-                                      'drop the rest, this build keeps it')
-                        cells.append(Cell('markdown', rest, idx=i))
-                    continue
             src = src.strip()
-            if src.startswith('#') and src.endswith(' -') and '\n' not in src: continue    # nbdev's rm_header_dash
-            if src: cells.append(Cell('markdown', src, idx=i))
+            if src and src != NBDEV_WARNING: cells.append(Cell('markdown', src, idx=i))
             continue
         if ct != 'code': continue
-        dirs, code = split_directives(src)
-        if 'default_exp' in dirs and dirs['default_exp']: module = dirs['default_exp'][0]
+        opts, code = cell_options(src)
+        if opts.get('include') is False: continue
         outputs = read_outputs(c)
-        if _HIDDEN & dirs.keys() or dir_is(dirs, 'include', 'false'):
-            if 'hide' not in dirs and {'export', 'exporti'} & dirs.keys():
-                # nbdev documents the public names of exported code that no show_doc cell covers
-                for nm in public_defs(code):
-                    if nm in shown: continue
-                    md = lib.render(module, nm)
-                    if md: cells.append(Cell('code', '', [Output('data', data={'text/markdown': md}, showdoc=True)], idx=i))
-            continue
-        code = '\n'.join(l for l in code.splitlines() if not _re_hide_line.search(l) and not _re_magic.match(l)).strip('\n')
-        is_showdoc = bool(re.match(r'^\s*show_doc\(', code)) and all(
-            _re_showdoc_call.match(l.strip()) for l in code.splitlines() if l.strip())
-        if is_showdoc:
-            mds = [o for o in outputs if o.kind == 'data' and 'text/markdown' in o.data]
-            calls = [m.group(1).strip() for m in _re_showdoc_call.finditer(code)]
-            if len(mds) < len(calls):                  # not executed (or partly): render from the library
-                fresh = [lib.render(module, e) for e in calls]
-                if all(fresh): mds = [Output('data', data={'text/markdown': f}) for f in fresh]
-                elif not mds: warns.append(f'cell {i}: show_doc({", ".join(calls)}) has no stored output')
-            for o in mds: o.showdoc = True
-            if mds: cells.append(Cell('code', '', mds, idx=i))
-            continue
-        if dir_is(dirs, 'echo', 'false') or 'hide_input' in dirs: code = ''
-        if dir_is(dirs, 'output', 'false') or 'hide_output' in dirs: outputs = []
+        if opts.get('output') == 'asis':
+            for o in outputs:
+                if o.kind == 'data' and 'text/markdown' in o.data: o.asis = True
+        calls = len(re.findall(r'^show_doc\(', code, re.M))
+        if calls > sum(o.asis for o in outputs):
+            warns.append(f'cell {i}: {calls} show_doc call(s), {sum(o.asis for o in outputs)} output(s): nbdev keeps a '
+                         "cell's last output only (run `build_docs.py proc --force`: it splits such cells)")
+        if opts.get('echo') is False: code = ''
+        if opts.get('output') is False: outputs = []
         if not code.strip() and not outputs: continue
-        cells.append(Cell('code', code, outputs, fold='exports' in dirs, idx=i))
-    title = fm.get('title', title) or page_name(entry.file)
-    desc = fm.get('description', desc) or ''
-    p = Page(entry, path, page_name(entry.file), title, desc, cells, module, warnings=warns)
-    p.documented = [m.group(1) for c in cells for o in c.outputs if o.showdoc
-                    for m in _re_showdoc_head.finditer(o.data.get('text/markdown', ''))]
-    return p
+        fold = opts.get('code-fold')
+        cells.append(Cell('code', code, outputs, idx=i, fold=str(opts.get('code-summary') or 'Code') if fold else None,
+                          fold_open=fold == 'show'))
+    if 'title' not in fm: warns.append('no front matter title')
+    name = Path(str(fm['output-file'])).stem if fm.get('output-file') else page_name(entry.file)
+    return Page(entry, path, name, str(fm.get('title') or name), str(fm.get('description') or ''), cells, warns)
 
 
 # ------------------------------------------------------------------------------------------------ markdown
@@ -379,36 +302,19 @@ def div(classes: str, body: str) -> str:
 
 
 _re_code_fence = re.compile(r'^(`{3,}|~{3,}).*?^\1\s*$', re.M | re.S)
-_re_tick = re.compile(r'(?<![\[`\w])`([A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*)`(?![`\]])')
 
 
-def linkify(md: str, index: dict, here: str) -> str:
-    "Backticked documented names become links to their docs (nbdev's add_links), outside code blocks."
-    if not index: return md
-    def sub(m):
-        url = index.get(m.group(1))
-        if not url: return m.group(0)
-        page, frag = url.split('#', 1)
-        return f"[`{m.group(1)}`]({'#' + frag if page == here + '.html' else url})"
-    def prose(text):   # not in headings: a link there would nest inside the table of contents' link
-        return ''.join(l if l.lstrip().startswith('#') else _re_tick.sub(sub, l) for l in text.splitlines(True))
-    parts, pos = [], 0
-    for m in _re_code_fence.finditer(md):
-        parts.append(prose(md[pos:m.start()])); parts.append(m.group(0)); pos = m.end()
-    parts.append(prose(md[pos:]))
-    return ''.join(parts)
+def doc_link_re(site: str) -> re.Pattern:
+    "nbdev's link of a backticked name to its docs: [`name`](https://host/base/page.html#anchor)."
+    return re.compile(r'\[(`[^`\n]+`)\]\(' + re.escape(site) + r'/[\w.-]*(?:#[^)\s]*)?\)')
 
 
-def doc_index(pages: list[Page], lib_name: str) -> dict:
-    "documented name -> 'page.html#anchor' (the anchors pandoc/Quarto give `### name` headings)."
-    idx = {}
-    for p in pages:
-        mod = f'{lib_name}.{p.module}' if p.module else None
-        for nm in p.documented:
-            url = f'{p.name}.html#{nm.lower()}'
-            idx.setdefault(nm, url)
-            if mod: idx.setdefault(f'{mod}.{nm}', url)
-    return idx
+def unlink(md: str, site: str, code_only: bool = False) -> str:
+    "nbdev's doc links back to the backticked names they were, in fenced code blocks only (`code_only`) or everywhere."
+    if not site: return md
+    r = doc_link_re(site)
+    if not code_only: return r.sub(r'\1', md)
+    return _re_code_fence.sub(lambda m: r.sub(r'\1', m.group(0)), md)
 
 
 def plotly_div(fig: dict, div_id: str) -> str:
@@ -427,8 +333,8 @@ _re_cdn = re.compile(r'<script[^>]*src="https://cdn\.plot\.ly/[^"]*"[^>]*>\s*</s
 
 class Writer:
     "Markdown for pandoc, for the HTML pages ('html') or the book ('book')."
-    def __init__(self, mode: str, figdir: Path, figrel: str, static_png=None, index=None, site_url='', snap_html=None):
-        self.mode, self.figdir, self.figrel, self.static_png, self.index, self.site = mode, figdir, figrel, static_png, index or {}, site_url
+    def __init__(self, mode: str, figdir: Path, figrel: str, static_png=None, site_url='', snap_html=None):
+        self.mode, self.figdir, self.figrel, self.static_png, self.site = mode, figdir, figrel, static_png, site_url
         self.snap_html = snap_html
         self.nfig = 0
 
@@ -448,14 +354,18 @@ class Writer:
             except Exception: pass
         return f'![]({self.figrel}/{fn}){{width={width}}}'
 
+    def markdown(self, md: str) -> str:
+        "Markdown as pandoc gets it: nbdev's doc links inside code blocks (show_doc signatures) back to plain names."
+        return unlink(md, self.site, code_only=True)
+
     def output(self, page: Page, cell: Cell, o: Output) -> str:
         if o.kind == 'stream':
             return div(f'.cell-output .cell-output-{"stderr" if o.name == "stderr" else "stdout"}', fence(o.text))
         if o.kind == 'error':
             return div('.cell-output .cell-output-error', fence(o.text))
         d = o.data
-        if o.showdoc or ('text/markdown' in d and not ({PLOTLY_MIME, 'text/html'} & d.keys())):
-            return div('.cell-output .cell-output-markdown', linkify(d['text/markdown'], self.index, page.name))
+        if o.asis or ('text/markdown' in d and not ({PLOTLY_MIME, 'text/html'} & d.keys())):
+            return div('.cell-output .cell-output-markdown', self.markdown(d['text/markdown']))
         if PLOTLY_MIME in d:
             if self.mode == 'html':
                 self.nfig += 1
@@ -483,18 +393,20 @@ class Writer:
         if 'text/latex' in d:
             return div('.cell-output .cell-output-display', d['text/latex'])
         if 'text/markdown' in d:
-            return div('.cell-output .cell-output-markdown', linkify(d['text/markdown'], self.index, page.name))
+            return div('.cell-output .cell-output-markdown', self.markdown(d['text/markdown']))
         if 'text/plain' in d:
             return div('.cell-output .cell-output-stdout', fence(d['text/plain']))
         return ''
 
     def cell(self, page: Page, cell: Cell) -> str:
-        if cell.kind == 'markdown': return linkify(cell.text, self.index, page.name)
+        if cell.kind == 'markdown': return self.markdown(cell.text)
         parts = []
         if cell.text:
             code = fence(cell.text, info='python')
             if cell.fold and self.mode == 'html':
-                code = f'```{{=html}}\n<details class="code-fold"><summary>Exported source</summary>\n```\n\n{code}\n\n```{{=html}}\n</details>\n```'
+                opened = ' open' if cell.fold_open else ''
+                code = (f'```{{=html}}\n<details class="code-fold"{opened}><summary>{html.escape(cell.fold)}</summary>\n```'
+                        f'\n\n{code}\n\n```{{=html}}\n</details>\n```')
             parts.append(code)
         parts += [s for s in (self.output(page, cell, o) for o in cell.outputs) if s]
         if not parts: return ''
@@ -524,9 +436,9 @@ def run_pandoc(args: list[str], text: str) -> str:
     return r.stdout
 
 
-def meta_file(tmp: Path, mode: str, pages: dict, site: str) -> Path:
+def meta_file(tmp: Path, mode: str, pages: list[Page], site: str) -> Path:
     p = tmp / f'meta-{mode}.json'
-    p.write_text(json.dumps({'docs-mode': mode, 'docs-pages': pages, 'docs-site': site}))
+    p.write_text(json.dumps({'docs-mode': mode, 'docs-pages': {pg.entry.file: pg.name for pg in pages}, 'docs-site': site}))
     return p
 
 
@@ -565,13 +477,31 @@ def pager_html(pages: list[Page], i: int) -> str:
 _MINI_TEMPLATE = '$if(toc)$<nav id="TOC"><h2>On this page</h2>\n$table-of-contents$\n</nav>$endif$\n<!--@@BODY@@-->\n$body$\n<!--@@CSS@@-->\n$highlighting-css$\n'
 _REQUIRE_SHIM = ('<script>window.require = window.require || function (deps, cb) { if (cb) cb(window.Plotly); };'
                  ' window.define = window.define || undefined;</script>')
+_re_anchor_link = re.compile(r'<a href="([^"#/:]*)#([^"]+)"(?: [^>]*)?>(.*?)</a>', re.S)
 
 
-def build_html(pages: list[Page], out: Path, cfg: dict, tmp: Path, pdf: bool, jobs: int = 2) -> list[Path]:
+def drop_dead_anchors(files: list[Path]) -> list[str]:
+    "A link to `page.html#anchor` (or `#anchor`) whose page has no such id keeps its text only; returns those targets."
+    ids = {f.name: set(re.findall(r'\bid="([^"]+)"', f.read_text(encoding='utf-8'))) for f in files}
+    dead = []
+    for f in files:
+        text = f.read_text(encoding='utf-8')
+
+        def sub(m):
+            page, frag = m.group(1) or f.name, html.unescape(unquote(m.group(2)))
+            if page not in ids or frag in ids[page]: return m.group(0)
+            dead.append(f'{page}#{frag}')
+            return m.group(3)
+        new = _re_anchor_link.sub(sub, text)
+        if new != text: f.write_text(new, encoding='utf-8')
+    return dead
+
+
+def build_html(pages: list[Page], out: Path, cfg: dict, tmp: Path, pdf: bool, proc: Path, jobs: int = 2) -> list[Path]:
     "One HTML page per notebook into `out`, plus site_libs/ (css, plotly.js)."
     libs = out / 'site_libs'; libs.mkdir(parents=True, exist_ok=True)
     shutil.copy(ASSETS / 'site.css', libs / 'site.css')
-    styles = ROOT / cfg.get('nbs_path', 'nbs') / 'styles.css'
+    styles = proc / 'styles.css'
     (libs / 'styles.css').write_text(styles.read_text(encoding='utf-8') if styles.exists() else '', encoding='utf-8')
     if any(p.has_plotly or 'plotly' in json.dumps([o.data.get('text/html', '') for c in p.cells for o in c.outputs])
            for p in pages):
@@ -579,9 +509,8 @@ def build_html(pages: list[Page], out: Path, cfg: dict, tmp: Path, pdf: bool, jo
         shutil.copy(Path(plotly.__file__).parent / 'package_data' / 'plotly.min.js', libs / 'plotly.min.js')
     tpl = tmp / 'mini.html'; tpl.write_text(_MINI_TEMPLATE)
     page_tpl = Template((ASSETS / 'page.html').read_text(encoding='utf-8'))
-    site = cfg.get('doc_host', '') + cfg.get('doc_baseurl', '')
-    meta = meta_file(tmp, 'html', {p.entry.file: p.name for p in pages}, site)
-    index = doc_index(pages, cfg.get('lib_name', 'recsys_nb'))
+    site = site_url(cfg)
+    meta = meta_file(tmp, 'html', pages, site)
     figdir = out / 'figures'
     try:
         import pypandoc
@@ -591,10 +520,10 @@ def build_html(pages: list[Page], out: Path, cfg: dict, tmp: Path, pdf: bool, jo
 
     def one(i: int) -> Path:
         p = pages[i]
-        md = Writer('html', figdir, 'figures', index=index, site_url=site).body(p)
+        md = Writer('html', figdir, 'figures', site_url=site).body(p)
         res = run_pandoc(['-t', 'html5', '--mathml', '--toc', '--toc-depth=3', f'--template={tpl}',
                           '--syntax-highlighting=pygments', '--wrap=none', f'--lua-filter={ASSETS / "filter.lua"}',
-                          f'--metadata-file={meta}', '-M', f'pagetitle={p.title}'], md)
+                          f'--metadata-file={meta}', '-M', f'docs-page={p.name}', '-M', f'pagetitle={p.title}'], md)
         toc, rest = res.split('<!--@@BODY@@-->', 1)
         body, css = rest.split('<!--@@CSS@@-->', 1)
         if i == 0 or not (libs / 'highlight.css').exists(): (libs / 'highlight.css').write_text(css.strip() + '\n')
@@ -617,7 +546,10 @@ def build_html(pages: list[Page], out: Path, cfg: dict, tmp: Path, pdf: bool, jo
         return dst
 
     with cf.ThreadPoolExecutor(max(1, jobs)) as ex:
-        return list(ex.map(one, range(len(pages))))
+        files = list(ex.map(one, range(len(pages))))
+    dead = drop_dead_anchors(files)
+    if dead: log(f"HTML: {len(dead)} link(s) to an anchor no page has, kept as text: {', '.join(sorted(set(dead)))}")
+    return files
 
 
 # ------------------------------------------------------------------------------------------------ static charts
@@ -754,12 +686,10 @@ def build_pdf(pages: list[Page], out_pdf: Path, cfg: dict, tmp: Path, cache: Pat
     charts = StaticCharts(cache)
     if figs: charts.prepare(figs)
     work = tmp / 'book'; work.mkdir(parents=True, exist_ok=True)
-    site = cfg.get('doc_host', '') + cfg.get('doc_baseurl', '')
-    index = doc_index(pages, cfg.get('lib_name', 'recsys_nb'))
-    writer = Writer('book', work / 'figures', 'figures', static_png=charts, index=index, site_url=site,
-                    snap_html=HtmlSnapshots(cache))
+    site = site_url(cfg)
+    writer = Writer('book', work / 'figures', 'figures', static_png=charts, site_url=site, snap_html=HtmlSnapshots(cache))
     md = book_markdown(pages, writer, cfg)
-    meta = meta_file(tmp, 'book', {p.entry.file: p.name for p in pages}, site)
+    meta = meta_file(tmp, 'book', pages, site)
     clean = lambda s: (s or '').replace('"', "'").replace('\\', '/')
     t0 = time.time()
     typ = run_pandoc(['-t', 'typst', f'--template={ASSETS / "book.typst"}', f'--lua-filter={ASSETS / "filter.lua"}',
@@ -782,20 +712,20 @@ def build_pdf(pages: list[Page], out_pdf: Path, cfg: dict, tmp: Path, cache: Pat
 
 
 # ------------------------------------------------------------------------------------------------ README
-def build_readme(nbs: Path, cfg: dict, lib: Library, dst: Path) -> Path:
-    "README.md from the readme notebook, as nbdev_readme does: title and description, cells, outputs; links to the site."
+def build_readme(proc: Path, cfg: dict, dst: Path) -> Path:
+    "README.md from the processed readme notebook: title and description, cells, outputs; links point to the site."
     readme_nb = cfg.get('readme_nb', 'index.ipynb')
-    p = read_page(Entry(readme_nb, None), nbs, lib)
-    site = (cfg.get('doc_host', '') + cfg.get('doc_baseurl', '')).rstrip('/')
+    p = read_page(Entry(readme_nb, None), proc)
+    site = site_url(cfg)
 
-    def links(md: str) -> str:
+    def links(md: str) -> str:      # nbdev's doc links back to code (as the notebook has them), notebooks to the site
         def sub(m):
             target = m.group(2)
             if re.match(r'^[\w./-]+\.ipynb(#.*)?$', target) and '/' not in target.split('#')[0]:
                 f, _, frag = target.partition('#')
                 target = f'{site}/{page_name(f)}.html' + (f'#{frag}' if frag else '')
             return f'{m.group(1)}({target})'
-        return re.sub(r'(\]\s?)\(([^)\s]+)\)', sub, md)
+        return re.sub(r'(\]\s?)\(([^)\s]+)\)', sub, unlink(md, site))
 
     out = [f'# {p.title}', '']
     if p.description: out += [f'> {p.description}', '']
@@ -820,14 +750,14 @@ def build_readme(nbs: Path, cfg: dict, lib: Library, dst: Path) -> Path:
     text = re.sub(r'\n{3,}', '\n\n', '\n'.join(out)).strip() + '\n'
     dst.write_text(text, encoding='utf-8')
     for w in p.warnings: log(f'{readme_nb}: {w}')
-    log(f'README: {dst} from {nbs / readme_nb}')
+    log(f'README: {dst} from {p.path}')
     return dst
 
 
 # ------------------------------------------------------------------------------------------------ Quarto routes
 def book_sources(pages: list[Page], dst: Path, cache: Path) -> list[Path]:
-    "Quarto-ready copies of the notebooks for the book project (top-level _quarto.yml): nbdev's display rules "
-    "applied, directives replaced by Quarto's, plotly charts as PNG outputs."
+    "The processed notebooks as the Quarto book's chapters (top-level _quarto.yml): the front matter as the chapter's "
+    "heading (unnumbered outside the sidebar's sections), progress bars collapsed, plotly charts as PNG outputs."
     figs = [o.data[PLOTLY_MIME] for p in pages for c in p.cells for o in c.outputs if o.kind == 'data' and PLOTLY_MIME in o.data]
     charts = StaticCharts(cache)
     if figs: charts.prepare(figs)
@@ -843,8 +773,8 @@ def book_sources(pages: list[Page], dst: Path, cache: Path) -> list[Path]:
                 cells.append({'cell_type': 'markdown', 'metadata': {}, 'source': c.text}); continue
             opts = []
             if not c.text: opts.append('#| echo: false')
-            if any(o.showdoc for o in c.outputs): opts.append('#| output: asis')
-            if c.fold: opts += ['#| code-fold: show', '#| code-summary: "Exported source"']
+            if any(o.asis for o in c.outputs): opts.append('#| output: asis')
+            if c.fold: opts += [f"#| code-fold: {'show' if c.fold_open else 'true'}", f'#| code-summary: {json.dumps(c.fold)}']
             outs = []
             for o in c.outputs:
                 if o.kind == 'stream': outs.append({'output_type': 'stream', 'name': o.name, 'text': o.text + '\n'})
@@ -869,7 +799,7 @@ def book_sources(pages: list[Page], dst: Path, cache: Path) -> list[Path]:
 
 
 def plotly_to_html_in(proc: Path) -> int:
-    "In nbdev's processed notebooks (_proc/), give plotly JSON outputs an HTML form Quarto can show (local plotly.js)."
+    "In the processed notebooks, give plotly JSON outputs an HTML form Quarto can show (local plotly.js)."
     import plotly
     n = 0
     for f in sorted(proc.glob('*.ipynb')):
@@ -890,14 +820,11 @@ def plotly_to_html_in(proc: Path) -> int:
     return n
 
 
-def quarto_site(cfg: dict):
-    "nbdev_docs, with plotly charts made visible: nbdev's processors into _proc/, plotly to HTML, quarto render."
+def quarto_site(cfg: dict, proc: Path):
+    "nbdev_docs's render half, with plotly charts made visible: plotly to HTML in the processed notebooks, quarto render."
     if not shutil.which('quarto'): raise SystemExit('quarto is not installed; use `make docs` (registry-only route)')
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    subprocess.run(['nbdev_proc_nbs'], cwd=ROOT, check=True, env=env)
-    proc = ROOT / '_proc'
     log(f'{plotly_to_html_in(proc)} plotly chart(s) given an HTML form')
-    subprocess.run(['quarto', 'render', '--no-cache'], cwd=proc, check=True, env=env)
+    subprocess.run(['quarto', 'render', '--no-cache'], cwd=proc, check=True)
     doc = ROOT / cfg.get('doc_path', '_docs')
     shutil.rmtree(doc, ignore_errors=True)
     shutil.move(str(proc / Path(cfg.get('doc_path', '_docs')).name), str(doc))
@@ -906,7 +833,7 @@ def quarto_site(cfg: dict):
 
 
 def quarto_book(pages: list[Page], cfg: dict, cache: Path, nbs: Path, to: str = 'pdf'):
-    "The book through Quarto (top-level _quarto.yml), from processed copies in build/book/; PDF copied to the site."
+    "The book through Quarto (top-level _quarto.yml), from the chapters in build/book/; PDF copied to the site."
     if not shutil.which('quarto'): raise SystemExit('quarto is not installed; use `make docs` (registry-only route)')
     dst = ROOT / 'build' / 'book'
     shutil.rmtree(dst, ignore_errors=True)
@@ -942,17 +869,18 @@ def book_yml(nbs: Path, path: Path) -> bool:
     return new != text
 
 
-def load_pages(nbs: Path, only: list[str] | None, lib: Library) -> list[Page]:
-    entries = read_sidebar(nbs)
+def load_pages(proc: Path, only: list[str] | None, nbs: Path | None = None) -> list[Page]:
+    "The pages of the sidebar (proc's sidebar.yml, else nbs/sidebar.yml), read from the processed notebooks in `proc`."
+    entries = read_sidebar(proc if (proc / 'sidebar.yml').exists() or nbs is None else nbs)
     if only:
         want = {o if o.endswith('.ipynb') else o + '.ipynb' for o in only}
         entries = [e for e in entries if e.file in want or Path(e.file).stem in only or page_name(e.file) in only]
-    missing = [e.file for e in entries if not (nbs / e.file).exists()]
+    missing = [e.file for e in entries if not (proc / e.file).exists()]
     if missing: log(f"not written yet, skipped: {', '.join(missing)}")
     pages = []
     for e in entries:
-        if not (nbs / e.file).exists(): continue
-        p = read_page(e, nbs, lib)
+        if not (proc / e.file).exists(): continue
+        p = read_page(e, proc)
         for w in p.warnings: log(f'{e.file}: {w}')
         pages.append(p)
     return pages
@@ -960,12 +888,14 @@ def load_pages(nbs: Path, only: list[str] | None, lib: Library) -> list[Page]:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    ap.add_argument('what', choices=['site', 'html', 'pdf', 'readme', 'book-sources', 'book-yml', 'quarto-site', 'quarto-book'])
-    ap.add_argument('dest', nargs='?', help='book-sources: the directory (default build/book)')
+    ap.add_argument('what', choices=['site', 'html', 'pdf', 'readme', 'proc', 'book-sources', 'book-yml', 'quarto-site',
+                                     'quarto-book'])
+    ap.add_argument('dest', nargs='?', help='readme: the file (default README.md); book-sources: the directory (default build/book)')
+    ap.add_argument('--proc', default=None, help="read nbdev's processed notebooks from this directory as they are "
+                                                 '(default: process nbs/ into _proc/ first)')
+    ap.add_argument('--force', action='store_true', help="process every notebook again, not only those changed since the last run")
     ap.add_argument('--out', default=None, help='output directory (default: doc_path of settings.ini, _docs)')
-    ap.add_argument('--nbs', default=None, help='notebook directory (default: nbs_path of settings.ini)')
     ap.add_argument('--only', default='', help='comma-separated notebooks to build (e.g. index,00_data); default all')
-    ap.add_argument('--no-library', action='store_true', help='never call show_doc on the package; stored outputs only')
     ap.add_argument('--cache', default=None, help='cache for chart images (default $RECSYS_NB_CACHE or ~/.cache/recsys_nb, /docs)')
     ap.add_argument('--jobs', type=int, default=2, help='pandoc processes at once (default 2)')
     ap.add_argument('--to', default='pdf', help="quarto-book: Quarto's format, pdf (LaTeX) or typst")
@@ -973,19 +903,21 @@ def main(argv=None):
     a = ap.parse_args(argv)
     t0 = time.time()
     cfg = read_settings()
-    nbs = Path(a.nbs) if a.nbs else ROOT / cfg.get('nbs_path', 'nbs')
+    nbs = ROOT / cfg.get('nbs_path', 'nbs')
     out = Path(a.out) if a.out else ROOT / cfg.get('doc_path', '_docs')
     cache = Path(a.cache) if a.cache else Path(os.environ.get('RECSYS_NB_CACHE', Path.home() / '.cache' / 'recsys_nb')) / 'docs'
-    lib = Library(not a.no_library)
-    if a.what == 'readme':
-        build_readme(nbs, cfg, lib, Path(a.dest) if a.dest else ROOT / 'README.md'); return 0
-    if a.what == 'quarto-site':
-        quarto_site(cfg); return 0
     if a.what == 'book-yml':
         book_yml(nbs, ROOT / '_quarto.yml'); return 0
-    pages = load_pages(nbs, [o.strip() for o in a.only.split(',') if o.strip()] or None, lib)
-    if not pages: raise SystemExit(f'no notebooks of {nbs / "sidebar.yml"} found')
-    log(f"{len(pages)} notebook(s): {', '.join(p.entry.file for p in pages)} (read in {time.time() - t0:.1f}s)")
+    if a.what == 'proc':
+        process(force=a.force, quiet=False); return 0
+    proc = Path(a.proc).resolve() if a.proc else process(force=a.force)
+    if a.what == 'readme':
+        build_readme(proc, cfg, Path(a.dest) if a.dest else ROOT / 'README.md'); return 0
+    if a.what == 'quarto-site':
+        quarto_site(cfg, proc); return 0
+    pages = load_pages(proc, [o.strip() for o in a.only.split(',') if o.strip()] or None, nbs)
+    if not pages: raise SystemExit(f'no notebooks of {proc / "sidebar.yml"} found in {proc}')
+    log(f"{len(pages)} page(s): {', '.join(p.entry.file for p in pages)} (read in {time.time() - t0:.1f}s)")
     if a.what == 'book-sources':
         book_sources(pages, Path(a.dest) if a.dest else ROOT / 'build' / 'book', cache); return 0
     if a.what == 'quarto-book':
@@ -997,7 +929,7 @@ def main(argv=None):
                 for f in out.glob('*.html'): f.unlink()
                 shutil.rmtree(out / 'figures', ignore_errors=True)
             t1 = time.time()
-            files = build_html(pages, out, cfg, tmp, pdf=a.what == 'site' or (out / PDF_NAME).exists(), jobs=a.jobs)
+            files = build_html(pages, out, cfg, tmp, pdf=a.what == 'site' or (out / PDF_NAME).exists(), proc=proc, jobs=a.jobs)
             log(f'HTML: {len(files)} page(s) in {out} ({time.time() - t1:.1f}s)')
         if a.what in ('site', 'pdf'):
             build_pdf(pages, out / PDF_NAME, cfg, tmp, cache, keep_typ=(out / 'recsys_nb.typ') if a.keep_typ else None)

@@ -1,18 +1,21 @@
 -- Pandoc filter used by scripts/build_docs.py for the HTML pages and the PDF book.
 --
 -- * Heading ids the way pandoc's (and so Quarto's) `auto_identifiers` make them, so that nbdev's doc links
---   (`data.html#idmap.index`) land; the notebooks are read as CommonMark, whose own ids would differ.
--- * Links between notebooks (`00_data.ipynb#splits`, `data.html#splits`) go to the right page (HTML) or to the
---   right place in the one-document book (typst); a link to a place that does not exist keeps its text only,
---   because typst refuses a link to a missing label.
+--   (`https://host/base/data.html#idmap.index`) land; the notebooks are read as CommonMark, whose own ids would differ.
+-- * Links in headings keep their text only (nbdev links backticked names there too; a heading is a link in the
+--   table of contents already).
+-- * Links to the doc host and between notebooks (`00_data.ipynb#splits`, `data.html#splits`) go to the page in the
+--   site (`data.html#splits`, `#splits` on the same page) or to the place in the one-document book (typst); in the
+--   book a link to an anchor that does not exist keeps its text only, because typst refuses a link to a missing label
+--   (build_docs.py does the same for the site once every page is written).
 -- * Book only: HTML tables (pandas DataFrames) are parsed into real tables, other raw HTML is dropped with a
 --   count, output blocks are wrapped in typst boxes.
 --
--- Metadata from build_docs.py: docs-mode ('html' or 'book'), docs-pages (notebook file -> page name),
--- docs-site (absolute URL of the site, for links out of the book).
+-- Metadata from build_docs.py: docs-mode ('html' or 'book'), docs-pages (notebook file -> page name, the pages
+-- built), docs-site (the doc host's address, nbdev's link prefix), docs-page (html: the page being written).
 
 local stringify = pandoc.utils.stringify
-local mode, pages, site = 'html', {}, ''
+local mode, pages, built, site, here_page = 'html', {}, {}, '', nil
 local dropped_html = 0
 
 local function is_letter(c) return c:match('^%a$') ~= nil or #c > 1 end   -- ASCII letter or any non-ASCII char
@@ -36,8 +39,14 @@ local function auto_id(text)
   return id
 end
 
--- a target `foo.ipynb#x`, `foo.html#x` (relative, no directory) -> page name, fragment (or nil)
+-- a target `foo.ipynb#x`, `foo.html#x` (relative, no directory) or `<site>/foo.html#x` -> page name, fragment (or nil);
+-- a link to the doc host only when that page is built (others stay links to the site)
 local function page_target(target)
+  local on_site = false
+  if site ~= '' and target:sub(1, #site + 1) == site .. '/' then
+    target, on_site = target:sub(#site + 2), true
+    if target == '' or target:match('^#') then target = 'index.html' .. target end
+  end
   if target:match('^%a[%w+.-]*:') or target:match('^/') or target:match('/') then return nil end
   local file, frag = target:match('^([^#]+)(#?.*)$')
   if not file then return nil end
@@ -48,16 +57,21 @@ local function page_target(target)
     if not stem then return nil end
     page = pandoc.text.lower(stem):gsub('^%d+[%w]*_', '')
   end
+  if on_site and not built[page] then return nil end
   return page, frag
 end
 
 local function unwrap(link) return link.content end
+local function unlink_headers(doc)
+  return doc:walk({Header = function(h) h.content = h.content:walk({Link = unwrap}); return h end})
+end
 
 function Meta(meta)
   if meta['docs-mode'] then mode = stringify(meta['docs-mode']) end
   if meta['docs-site'] then site = stringify(meta['docs-site']) end
+  if meta['docs-page'] then here_page = stringify(meta['docs-page']) end
   if meta['docs-pages'] then
-    for k, v in pairs(meta['docs-pages']) do pages[k] = stringify(v) end
+    for k, v in pairs(meta['docs-pages']) do pages[k] = stringify(v); built[stringify(v)] = true end
   end
 end
 
@@ -75,7 +89,8 @@ local function html_doc(doc)
   end})
   return doc:walk({Link = function(l)
     local page, frag = page_target(l.target)
-    if page then l.target = page .. '.html' .. (frag and ('#' .. frag) or '') end
+    if page == here_page and frag then l.target = '#' .. frag
+    elseif page then l.target = page .. '.html' .. (frag and ('#' .. frag) or '') end
     return l
   end})
 end
@@ -174,7 +189,8 @@ local function book_doc(doc)
       local page, frag = page_target(l.target)
       if not page then return l end
       if ids[page] then
-        local full = ids[page][frag or ''] or ids[page]['']
+        local full = ids[page][frag or '']
+        if not full then return unwrap(l) end
         l.target = '#' .. full
         return l
       end
@@ -199,6 +215,7 @@ end
 
 function Pandoc(doc)
   Meta(doc.meta)
+  doc = unlink_headers(doc)
   if mode == 'book' then return book_doc(doc) end
   return html_doc(doc)
 end
