@@ -52,8 +52,8 @@ nbtest: $(STAMP)
 # two workers (pytest-xdist), each test file on one of them: most tests wait on subprocesses they start; then, alone,
 # the tests marked `serial` (worker processes killed or interrupted on a clock), which must not compete for the cores
 pytest: $(STAMP) postgres
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m 'not serial' tests
-	$(BIN)/python -m pytest -q -m serial tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m 'not serial' --durations=10 tests
+	$(BIN)/python -m pytest -q -m serial --durations=5 tests
 
 # The search's tests against a real PostgreSQL server need Debian's server programs (initdb, pg_ctl); each test starts
 # its own throwaway cluster in a temporary folder and stops it. As root with apt-get they are installed here (without

@@ -45,7 +45,7 @@ class MFConfig:
     output:str='linear'      # neural: 'linear', or 'sigmoid': lo + (hi-lo)·σ(score) with (lo, hi) the rating range
     head:str='dot'           # neural: 'dot' (MF), or 'mlp': a ReLU layer over [p_u, q_i] added to the product (NeuMF-style)
     hidden:int=32            # neural: width of the MLP head
-    seed:int=42              # initial factors and minibatch order
+    seed:int=0               # initial factors, minibatch order and the validation split
     init_std:float=1.0       # standard deviation of the initial factors
     biased:bool=False        # add the global mean and user and movie biases
     reg:str='decay'          # 'decay': λ is the optimizer's weight decay (the course); 'l2': λ/2·(‖p_u‖²+‖q_i‖²+b_u²+b_i²) per rating in the loss

@@ -29,7 +29,7 @@ class TorchMF(nn.Module):
                  mu:float=0.0, # global mean (a buffer, not trained)
                  init_std:float=1.0, # standard deviation of the initial factors
                  dtype=torch.float32,
-                 seed:int=42, # seed of the initial factors (a private generator: global state untouched)
+                 seed:int=0, # seed of the initial factors (a private generator: global state untouched)
                 ):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
