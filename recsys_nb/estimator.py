@@ -18,7 +18,8 @@ from .train import atomic_write
 
 # %% auto #0
 __all__ = ['USER_COLUMNS', 'ITEM_COLUMNS', 'TIME_COLUMNS', 'MODEL_FORMAT', 'raw_part', 'rating_arrays', 'day_numbers',
-           'rating_times', 'counting_order', 'index_pairs', 'seen_matrix', 'top_n', 'read_model_json', 'Estimator']
+           'rating_times', 'counting_order', 'index_pairs', 'seen_matrix', 'top_n', 'read_model_json', 'Estimator',
+           'warm_up']
 
 # %% ../nbs/01b_estimator.ipynb #c007
 USER_COLUMNS = ('user', 'user_id')             # looked for when `user` is not named
@@ -385,3 +386,14 @@ class Estimator:
         est.seen_ = sp.csr_matrix((np.ones(len(indices), bool), indices, indptr), shape=(len(est.users_), len(est.items_)))
         est._load_state(doc['state'], arrays)
         return est
+
+# %% ../nbs/01b_estimator.ipynb #w1
+def warm_up(make, # make() -> an unfitted estimator like the one to time
+            data:RatingData, # the data it will be fitted on
+            n:int=2_000, # training ratings of the small fit
+           ) -> float:
+    "Fit and predict once on a small slice, outside the clock (kernels compile or load on first use); seconds."
+    t0 = time_.perf_counter()
+    part = data.train.iloc[:n]
+    make().fit(part[['user_id', 'movie_id', 'rating']]).predict(part['user_id'][:10], part['movie_id'][:10])
+    return time_.perf_counter() - t0

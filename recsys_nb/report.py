@@ -9,12 +9,13 @@ from dataclasses import asdict
 from pathlib import Path
 import numpy as np
 import pandas as pd
+from .estimator import warm_up
 from .usercf import train_sample_index
 
 # %% auto #0
 __all__ = ['ACTIVITY_EDGES', 'PRELOAD', 'run_measured', 'activity_labels', 'user_activity', 'activity_buckets',
-           'accuracy_by_activity', 'with_new_users', 'html_page', 'warm_up', 'fit_predict_usercf', 'fit_predict_mf',
-           'measure', 'model_row', 'comparison_table', 'plot_comparison', 'plot_activity', 'check_claims']
+           'accuracy_by_activity', 'with_new_users', 'html_page', 'fit_predict_usercf', 'fit_predict_mf', 'measure',
+           'model_row', 'comparison_table', 'plot_comparison', 'plot_activity', 'check_claims']
 
 # %% ../nbs/06_compare.ipynb #c007
 def _proc_status_kb(key:str) -> int|None:
@@ -184,16 +185,6 @@ def html_page(title:str, # page title (also the h1)
             f'<body><h1>{esc(title)}</h1>' + '\n'.join(parts) + '</body></html>')
 
 # %% ../nbs/06_compare.ipynb #c019
-def warm_up(make, # make() -> an unfitted estimator like the one to time
-            data, # a RatingData
-            n:int=2_000, # training ratings of the small fit
-           ) -> float:
-    "Fit and predict once on a small slice, outside the clock (Numba compiles or loads its kernels on first use); seconds."
-    t0 = time.perf_counter()
-    part = data.train.iloc[:n]
-    make().fit(part[['user_id', 'movie_id', 'rating']]).predict(part['user_id'][:10], part['movie_id'][:10])
-    return time.perf_counter() - t0
-
 def fit_predict_usercf(data, # a RatingData
                        options:dict|None=None, # `UserCF` options over its defaults (those of `recsys-nb usercf`)
                        train_sample:int|None=200_000, # train ratings scored for the train RMSE

@@ -151,13 +151,36 @@ def test_evaluate_and_cli(tmp_path):
     res = evaluate_usercf(load_netflix(d), sim='msd', k=20)
     for key in ('train_rmse', 'test_rmse', 'test_mae', 'seconds', 'fallbacks'): assert key in res
     assert res['fallbacks']['total'] == 0 and res['test_rmse'] < 1.2
-    from recsys_nb import cli
-    if 'usercf' not in cli.COMMANDS: pytest.skip("the recsys-nb command table has no 'usercf' entry yet")
+    assert res['load_seconds'] > 0 and res['seconds'] >= res['fit_seconds'] + res['predict_seconds'] - 0.002
     out = subprocess.run([sys.executable, '-m', 'recsys_nb.cli', 'usercf', '--data', str(d), '--sim', 'msd', '--k', '20',
                           '--json'], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
     assert got['test_rmse'] == pytest.approx(res['test_rmse'], abs=1e-9)
+
+
+_WARM_CHECK = '''
+import json, sys, numba
+import recsys_nb.estimator as E, recsys_nb.usercf as U
+from recsys_nb.data import load_netflix
+data = load_netflix(sys.argv[1])
+def signatures():
+    return {k: len(v.signatures) for m in (E, U) for k, v in vars(m).items() if isinstance(v, numba.core.registry.CPUDispatcher)}
+E.warm_up(lambda: U.UserCF(), data)
+before = signatures()
+model = U.UserCF().fit(data)
+model.predict_pairs(*data.triples('test')[:2]); model.predict(data.test.user_id, data.test.movie_id)
+print(json.dumps({k: [before.get(k, 0), n] for k, n in signatures().items() if n != before.get(k, 0)}))
+'''
+
+
+def test_warm_up_leaves_nothing_to_compile_in_the_timed_part(tmp_path):
+    "In a fresh process, after `warm_up` the timed fit and predictions on the whole data use no new Numba signature (read-only pandas arrays once compiled anew)."
+    from recsys_nb.synth import synth_netflix
+    d = synth_netflix(tmp_path / 'tiny', size='tiny', seed=0)
+    out = subprocess.run([sys.executable, '-c', _WARM_CHECK, str(d)], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {}
 
 def test_threaded_gather_and_sparse_tail_agree_with_reference(monkeypatch):
     "Compiled sums in many ranges over several threads, every movie gathered, sparse tails in row slices: same as the loops."
