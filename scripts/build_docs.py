@@ -12,7 +12,7 @@
     python scripts/build_docs.py quarto-book         # where Quarto is installed: the book PDF through Quarto
 
 One processing, two renderers. nbdev processes the notebooks into _proc/ (scripts/docs/nbdev_proc.py: nbdev's
-`proc_nbs`, what `nbdev_proc_nbs` and `nbdev_docs` run, with three fixes described there): the title cell becomes YAML
+`proc_nbs`, what `nbdev_proc_nbs` and `nbdev_docs` run, with two fixes described there): the title cell becomes YAML
 front matter, hidden and exported cells are dropped, `show_doc` runs for every documented name (its cells marked
 `#| echo: false`, `#| output: asis`, its source links with their line numbers), backticked names become links to the
 doc host. The notebooks are not executed as a whole: nbdev runs only what `show_doc` needs (exported code, cells with
@@ -278,7 +278,7 @@ def read_page(entry: Entry, proc: Path) -> Page:
         calls = len(re.findall(r'^show_doc\(', code, re.M))
         if calls > sum(o.asis for o in outputs):
             warns.append(f'cell {i}: {calls} show_doc call(s), {sum(o.asis for o in outputs)} output(s): nbdev keeps a '
-                         "cell's last output only (run `build_docs.py proc --force`: it splits such cells)")
+                         "cell's last output only: give each call a cell of its own")
         if opts.get('echo') is False: code = ''
         if opts.get('output') is False: outputs = []
         if not code.strip() and not outputs: continue

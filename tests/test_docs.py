@@ -275,8 +275,10 @@ def tiny(tmp_path_factory):
          ('code', '#| hide\nsecret_setup = 42'),
          ('code', '#| exporti\ndef helper(a:int, # the a\n          ): "Help."; return a\n\n'
                   'def alpha(y): "Alpha."; return y'),
-         ('code', 'show_doc(helper)\nshow_doc(Box)'),
-         ('code', 'show_doc(alpha)\nassert alpha(3) == 3'),
+         ('code', 'show_doc(helper)'),
+         ('code', 'show_doc(Box)'),
+         ('code', 'show_doc(alpha)'),
+         ('code', 'assert alpha(3) == 3'),
          ('code', '#| exports\ndef folded(): "Folded."; return 1'),
          ('code', '#| echo: false\nprint("only the output")',
           [{'output_type': 'stream', 'name': 'stdout', 'text': 'only the output\n'}])],
@@ -404,6 +406,16 @@ def test_every_chapter_of_the_sidebar_reads(proc):
         first = next(c for c in json.loads((NBS / p.entry.file).read_text())['cells'] if c['cell_type'] == 'markdown')
         title = re.search(r'^#\s+(.+?)\s*$', ''.join(first['source']), re.M).group(1)
         assert p.title == title and p.name == bd.page_name(p.entry.file), p.entry.file
+
+
+def test_show_doc_calls_have_cells_of_their_own():
+    "A cell shows its last output only (in Jupyter and in nbdev's processing): each `show_doc` call is a cell alone."
+    crowded = [f'{nb.name} {c.get("id")}' for nb in sorted(NBS.glob('*.ipynb')) for c in json.loads(nb.read_text())['cells']
+               if c['cell_type'] == 'code' and 'show_doc(' in ''.join(c['source'])
+               and not re.search(r'^#\|\s*(hide|export)', ''.join(c['source']), re.M)
+               and len([l for l in ''.join(c['source']).splitlines() if l.strip() and not l.startswith('#|')]) > 1
+               and re.search(r'^show_doc\(', ''.join(c['source']), re.M)]
+    assert not crowded, crowded
 
 
 def test_every_show_doc_call_has_its_output(proc):

@@ -9,69 +9,20 @@ executed and marked `#| echo: false` / `#| output: asis`, backticked names linke
 _proc/ with the other files of nbs/ (sidebar.yml, _quarto.yml, styles.css). Only notebooks changed since the last run
 are processed again, unless `--force` (or this file is newer than _proc/). The differences from `nbdev_proc_nbs`:
 
-* each `show_doc(...)` call of a code cell is given a cell of its own before the cells are executed (the code around
-  it stays a cell, still run as nbdev runs a show_doc cell): nbdev keeps a cell's last output only, so that a cell
-  of several calls would show the last one alone, and a call followed by tests (hidden with the call) none;
 * the `show_doc` cells nbdev adds for the definitions of an exported cell come in the order of the definitions
   (nbdev inserts them in reverse);
 * `show_doc` of a dataclass defined in a notebook lists its fields' `# comments` (fastcore finds no source for a
   class of the shell's `__main__`, so these signatures would come without them);
 * nothing else is done: no attempt to install Quarto, no rewriting of nbs/nbdev.yml or the package's _modidx.py.
 """
-import argparse, ast, linecache, re
+import argparse, ast, linecache
 from pathlib import Path
 
-from execnb.nbio import mk_cell
-from fastcore.basics import AttrDict
 import fastcore.docments
 from nbdev.config import get_config
 from nbdev.process import Processor
 from nbdev.processors import FilterDefaults, add_show_docs
 import nbdev.serve
-
-_re_opt = re.compile(r'^\s*#\|')
-
-
-def _is_show_doc(stmt) -> bool:
-    return (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call) and isinstance(stmt.value.func, ast.Name)
-            and stmt.value.func.id == 'show_doc')
-
-
-def show_doc_pieces(source: str) -> list[tuple[str, bool]] | None:
-    """A code cell's source cut so that each top-level `show_doc(...)` call is a piece of its own, as (source, is a
-    show_doc call) pairs: the code between calls stays together, Quarto option lines go to every piece. None when
-    there is nothing to cut (no show_doc call, a single statement, or code that does not parse)."""
-    lines = source.splitlines()
-    opts = [l for l in lines if _re_opt.match(l)]
-    body = [l for l in lines if not _re_opt.match(l)]
-    try: stmts = ast.parse('\n'.join(body)).body
-    except SyntaxError: return None
-    docs = [_is_show_doc(t) for t in stmts]
-    if not any(docs) or len(stmts) < 2: return None
-    first = lambda t: min([t.lineno] + [d.lineno for d in getattr(t, 'decorator_list', [])]) - 1
-    starts = [0] + [first(t) for i, t in enumerate(stmts) if i and (docs[i] or docs[i - 1])]
-    kinds = [docs[0]] + [docs[i] for i in range(1, len(stmts)) if docs[i] or docs[i - 1]]
-    pieces = [('\n'.join(opts + body[a:b]).strip('\n'), doc) for a, b, doc in zip(starts, starts[1:] + [len(body)], kinds)]
-    return [(src, doc) for src, doc in pieces if src.strip()]
-
-
-class split_show_docs(Processor):
-    "Each `show_doc(...)` call in a code cell gets a cell of its own (executed, a cell keeps its last output only)."
-    def begin(self):
-        cells = []
-        for c in self.nb.cells:
-            pieces = show_doc_pieces(c.source) if c.cell_type == 'code' else None
-            if not pieces:
-                cells.append(c)
-                continue
-            for k, (src, doc) in enumerate(pieces):
-                new = mk_cell(src, id=f'{c.id}-{k}', metadata=AttrDict(c.get('metadata', {})))
-                if k == len(pieces) - 1: new.outputs = c.get('outputs', [])       # the stored outputs: the last piece's
-                # nbdev's directives of the cell for each piece; `exec_doc` has the code run as the whole cell was
-                new.directives_ = {**c.directives_, **({} if doc else {'exec_doc': []})}
-                cells.append(new)
-        self.nb.cells = cells
-
 
 class order_show_docs(Processor):
     "The show_doc cells nbdev adds after an exported cell, in the order of its definitions (nbdev adds them reversed)."
@@ -106,11 +57,11 @@ fastcore.docments.get_dataclass_source = dataclass_source     # in each worker p
 
 
 class DocsFilter(FilterDefaults):
-    "nbdev's processors, `split_show_docs` before the first that looks at cells, `order_show_docs` after `add_show_docs`."
+    "nbdev's processors, `order_show_docs` after `add_show_docs`."
     def base_procs(self):
         procs = list(super().base_procs())
         i = procs.index(add_show_docs) + 1
-        return procs[:1] + [split_show_docs] + procs[1:i] + [order_show_docs] + procs[i:]
+        return procs[:i] + [order_show_docs] + procs[i:]
 
 
 def main():
