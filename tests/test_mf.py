@@ -60,15 +60,18 @@ def test_dense_equals_sparse(n_users, n_movies, k, biased, lmd, seed):
     if biased: p.update(bu=jnp.asarray(rng.normal(0, .3, n_users), jnp.float32), bi=jnp.asarray(rng.normal(0, .3, n_movies), jnp.float32))
     mu = 3.0 if biased else 0.0
     R = jnp.zeros((n_users, n_movies)).at[u, i].set(r)
-    (ld, _), gd = jax.value_and_grad(mf_jax.dense_objective, has_aux=True)(p, mu, R, lmd)
-    (ls, _), gs = jax.value_and_grad(mf_jax.sparse_objective, has_aux=True)(p, mu, u, i, r, jnp.ones_like(r), lmd)
+    # compiled whole (as training runs them; op by op, each example would compile every primitive for its shapes)
+    dense = jax.jit(jax.value_and_grad(mf_jax.dense_objective, has_aux=True), static_argnums=3)
+    sparse = jax.jit(jax.value_and_grad(mf_jax.sparse_objective, has_aux=True), static_argnums=6)
+    (ld, _), gd = dense(p, mu, R, lmd)
+    (ls, _), gs = sparse(p, mu, u, i, r, jnp.ones_like(r), lmd)
     assert abs(float(ld - ls)) <= 1e-5 * max(1.0, abs(float(ld)))
     for name in p:
         assert float(jnp.abs(gd[name] - gs[name]).max()) <= 1e-5 * max(1.0, float(jnp.abs(gd[name]).max()))
     # the explicit gradient of full-batch sparse mode (CSR products) agrees with autodiff too
     order = np.lexsort((i, u)); u, i, r = u[order], i[order], r[order]
     by_user, by_movie = (tuple(map(jnp.asarray, t)) for t in mf_jax.rating_layout(u, i, r, n_users, n_movies))
-    oc, _, gc = mf_jax.csr_sums(p, mu, (jnp.asarray(u)[None], jnp.asarray(i)[None]), by_user, by_movie, lmd)
+    oc, _, gc = jax.jit(mf_jax.csr_sums, static_argnums=5)(p, mu, (jnp.asarray(u)[None], jnp.asarray(i)[None]), by_user, by_movie, lmd)
     assert abs(float(oc - ls)) <= 1e-5 * max(1.0, abs(float(ls)))
     for name in p:
         assert float(jnp.abs(gc[name] - gs[name]).max()) <= 1e-5 * max(1.0, float(jnp.abs(gs[name]).max()))

@@ -163,23 +163,28 @@ def test_errors_are_one_line(case, tiny, tmp_path, monkeypatch, capsys):
 RACE = '''
 import sys, time
 from recsys_nb.tuning import open_study
-for db, start in zip(sys.argv[1::2], map(float, sys.argv[2::2])):
-    while time.time() < start: pass
+open_study('mf', sys.argv[1] + '.warm', epochs=5, attrs={'epochs': 5})   # lazy imports done: each race starts on time
+print('ready', flush=True)
+start = float(sys.stdin.readline())                 # the same instant for every process, sent once all are ready
+for rep, db in enumerate(sys.argv[2:]):
+    while time.time() < start + 0.6 * rep: pass
     open_study('mf', db, epochs=5, attrs={'epochs': 5})
 '''
 
 
 def test_workers_create_a_new_sqlite_file_together(tmp_path):
-    """Three processes open the same new SQLite study at the same instant, five times over (five new files, 1.5 s
+    """Three processes open the same new SQLite study at the same instant, five times over (five new files, 0.6 s
     apart): none fails (the schema-creation race, 'table … already exists' / alembic_version's UNIQUE, is
     retried)."""
-    t0 = time.time() + 6                                               # time for every process to import first
-    args = [str(a) for rep in range(5) for a in (tmp_path / f'race{rep}.db', t0 + 1.5 * rep)]
-    ps = [subprocess.Popen([sys.executable, '-c', RACE, *args], stderr=subprocess.PIPE, text=True, env=_env())
-          for _ in range(3)]
-    errs = [p.communicate(timeout=120)[1] for p in ps]
-    assert all(p.returncode == 0 for p in ps), [e[-1500:] for e in errs]
-    for rep in range(5): assert len(optuna.get_all_study_summaries(open_storage(tmp_path / f'race{rep}.db'))) == 1
+    dbs = [str(tmp_path / f'race{rep}.db') for rep in range(5)]
+    ps = [subprocess.Popen([sys.executable, '-c', RACE, str(tmp_path / f'own{n}'), *dbs], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=_env()) for n in range(3)]
+    assert all(p.stdout.readline() == 'ready\n' for p in ps)                  # every process has imported
+    start = f'{time.time() + 0.2}\n'
+    for p in ps: p.stdin.write(start); p.stdin.flush()
+    outs = [p.communicate(timeout=120) for p in ps]
+    assert all(p.returncode == 0 for p in ps), [e[-1500:] for _, e in outs]
+    for db in dbs: assert len(optuna.get_all_study_summaries(open_storage(db))) == 1
 
 
 def test_failed_first_trial_is_queued_again(tiny, tmp_path):
