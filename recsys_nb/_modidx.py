@@ -1276,4 +1276,5 @@ d = { 'settings': { 'branch': 'main',
                                   'recsys_nb.usercf.split_columns': ('usercf.html#split_columns', 'recsys_nb/usercf.py'),
                                   'recsys_nb.usercf.split_range': ('usercf.html#split_range', 'recsys_nb/usercf.py'),
                                   'recsys_nb.usercf.train_sample_index': ('usercf.html#train_sample_index', 'recsys_nb/usercf.py'),
-                                  'recsys_nb.usercf.train_triples': ('usercf.html#train_triples', 'recsys_nb/usercf.py')}}}
+                                  'recsys_nb.usercf.train_triples': ('usercf.html#train_triples', 'recsys_nb/usercf.py'),
+                                  'recsys_nb.usercf.warm_up_usercf': ('usercf.html#warm_up_usercf', 'recsys_nb/usercf.py')}}}

@@ -190,9 +190,9 @@ def fit_predict_usercf(data, # a RatingData
                        train_sample:int|None=200_000, # train ratings scored for the train RMSE
                       ) -> dict:
     "Fit UserCF on `data.train`; predictions of the test set and a train sample, times, size."
-    from recsys_nb.usercf import UserCF
+    from recsys_nb.usercf import UserCF, warm_up_usercf
     opts = dict(options or {})
-    warm = warm_up(lambda: UserCF(**opts), data)
+    warm = warm_up_usercf(data, **opts)                   # kernels, and PyTorch where the int8 products will run
     t0 = time.perf_counter()
     model = UserCF(**opts).fit(data)
     t1 = time.perf_counter()

@@ -22,8 +22,8 @@ __all__ = ['SIMILARITIES', 'FALLBACKS', 'BACKENDS', 'PRODUCTS', 'NEEDS', 'TRANSP
            'combine_similarity', 'inverse_norms', 'scale_cosine', 'naive_similarity', 'keep_top_k', 'dense_split',
            'small_ints', 'int8_pays', 'int8_matmul_t', 'copy_transposed', 'n_threads', 'parallel_map', 'split_range',
            'split_columns', 'NumpyEngine', 'rater_index', 'pair_sums', 'UserCF', 'count_fallbacks', 'make_engine',
-           'naive_predict', 'TensorEngine', 'bucket_chunks', 'train_sample_index', 'evaluate_usercf', 'preload_torch',
-           'register_cli']
+           'naive_predict', 'TensorEngine', 'bucket_chunks', 'train_sample_index', 'warm_up_usercf', 'evaluate_usercf',
+           'preload_torch', 'register_cli']
 
 # %% ../nbs/02_usercf.ipynb #c011
 SIMILARITIES = ('cosine', 'cosine_common', 'msd', 'pearson', 'pearson_baseline')
@@ -1081,19 +1081,24 @@ def train_sample_index(data, # a RatingData
     m = len(data.train)
     return np.arange(m) if n is None or n >= m else np.sort(np.random.default_rng(seed).choice(m, n, replace=False))
 
+def warm_up_usercf(data, # the RatingData a UserCF is about to be fitted on
+                   **options) -> float: # its `UserCF` options
+    """Load what fitting UserCF on `data` uses, outside any clock: its compiled kernels (`warm_up`, a fit on a small
+    slice) and, when the int8 products will run, PyTorch; seconds."""
+    t0 = time.perf_counter()
+    if int8_pays(float(data.n_users) ** 2 * data.n_movies) and importlib.util.find_spec('torch') is not None:
+        import torch                                         # what fit would load for its int8 products
+    warm_up(lambda: UserCF(**options), data)
+    return time.perf_counter() - t0
+
 def evaluate_usercf(data, # a RatingData with train and test ratings
                     train_sample:int|None=200_000, # train ratings scored for train_rmse (seeded sample; None: all)
                     seed:int=0, # seed of that sample
                     **options) -> dict: # `UserCF` options: sim, k, min_k, center, fallback, backend, ...
     """Fit UserCF on `data.train`, score a sample of train (leave-self-out) and all test ratings; a JSON-ready dict.
-    The compiled kernels are loaded before the clock (`warm_up`; PyTorch too when the int8 products will run), their
-    time reported as `load_seconds`."""
+    What the fit loads is loaded before the clock (`warm_up_usercf`), its time reported as `load_seconds`."""
     from recsys_nb.metrics import rmse, mae
-    t_load = time.perf_counter()
-    if int8_pays(float(data.n_users) ** 2 * data.n_movies) and importlib.util.find_spec('torch') is not None:
-        import torch                                         # what fit would load for its int8 products
-    warm_up(lambda: UserCF(**options), data)
-    load_s = time.perf_counter() - t_load
+    load_s = warm_up_usercf(data, **options)
     t0 = time.perf_counter()
     model = UserCF(**options).fit(data)
     pick = train_sample_index(data, train_sample, seed)

@@ -166,7 +166,7 @@ from recsys_nb.data import load_netflix
 data = load_netflix(sys.argv[1])
 def signatures():
     return {k: len(v.signatures) for m in (E, U) for k, v in vars(m).items() if isinstance(v, numba.core.registry.CPUDispatcher)}
-E.warm_up(lambda: U.UserCF(), data)
+U.warm_up_usercf(data)
 before = signatures()
 model = U.UserCF().fit(data)
 model.predict_pairs(*data.triples('test')[:2]); model.predict(data.test.user_id, data.test.movie_id)
@@ -175,12 +175,36 @@ print(json.dumps({k: [before.get(k, 0), n] for k, n in signatures().items() if n
 
 
 def test_warm_up_leaves_nothing_to_compile_in_the_timed_part(tmp_path):
-    "In a fresh process, after `warm_up` the timed fit and predictions on the whole data use no new Numba signature (read-only pandas arrays once compiled anew)."
+    "In a fresh process, after `warm_up_usercf` the timed fit and predictions on the whole data use no new Numba signature (read-only pandas arrays once compiled anew)."
     from recsys_nb.synth import synth_netflix
     d = synth_netflix(tmp_path / 'tiny', size='tiny', seed=0)
     out = subprocess.run([sys.executable, '-c', _WARM_CHECK, str(d)], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {}
+
+_TORCH_CHECK = '''
+import sys
+import recsys_nb.usercf as U, recsys_nb.report as R
+from recsys_nb.data import load_netflix
+data = load_netflix(sys.argv[1])
+U.warm_up_usercf(data)
+small = 'torch' in sys.modules                     # too small for the int8 products: PyTorch not loaded
+U.int8_pays = lambda work: True                     # as at the course's shape
+fit, seen = U.UserCF.fit, []
+U.UserCF.fit = lambda self, *a, **k: (seen.append('torch' in sys.modules), fit(self, *a, **k))[1]
+R.fit_predict_usercf(data)                          # the report's timed fit, after its warm-up
+print(small, seen)
+'''
+
+
+def test_usercf_warm_up_loads_torch_before_every_fit_when_int8_pays(tmp_path):
+    "In a fresh process: `warm_up_usercf` loads PyTorch only where the int8 products run, and before any fit, the report's included."
+    from recsys_nb.synth import synth_netflix
+    d = synth_netflix(tmp_path / 'tiny', size='tiny', seed=0)
+    out = subprocess.run([sys.executable, '-c', _TORCH_CHECK, str(d)], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == 'False [True, True]'
+
 
 def test_threaded_gather_and_sparse_tail_agree_with_reference(monkeypatch):
     "Compiled sums in many ranges over several threads, every movie gathered, sparse tails in row slices: same as the loops."
