@@ -90,7 +90,7 @@ export: $(STAMP)
 # quarto-site` / `quarto-book` render the same _proc/ through Quarto (nbs/_quarto.yml, _quarto.yml; what deploy.yaml
 # runs). `make readme`: README.md from the processed nbs/index.ipynb. `make screenshots`: the docs as a reader sees
 # them (headless chromium, pdftoppm) in build/screenshots/, failing on a blank page, a console error or a chart that
-# did not draw.
+# did not draw; `make screenshots SHOTS_ARGS="--pages all --pdf-pages 1-3,78"` shoots every page and those PDF pages.
 DOCS_APT := chromium poppler-utils fonts-dejavu-core
 DOCS_PIP := pypandoc_binary typst kaleido
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -111,7 +111,7 @@ readme: $(STAMP)
 	$(BIN)/python scripts/build_docs.py readme
 
 screenshots: docs
-	$(BIN)/python scripts/screenshot_docs.py
+	$(BIN)/python scripts/screenshot_docs.py $(SHOTS_ARGS)
 
 clean:
 	rm -rf _docs _book _proc build dist *.egg-info

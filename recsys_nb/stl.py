@@ -206,11 +206,13 @@ def write_random_items(catalog, # catalog file or dict
     return out
 
 # %% ../nbs/20d_stl.ipynb #c131
-_PAGE_CSS = ('body{font-family:sans-serif;margin:1em} .stl{display:flex;gap:18px;align-items:flex-start}'
-             '.scene{position:relative;flex:none} .box{position:absolute;border:2px solid #2e7d32;box-sizing:border-box}'
-             '.grid{display:grid;grid-template-columns:repeat(5,auto);gap:8px} .item{font-size:11px;text-align:center;'
-             'border:3px solid #ddd;padding:3px;width:{w}px} .item.hit{border-color:#2e7d32;background:#e8f5e9}'
-             '.item code{font-size:9px}')
+# every rule under .stl: shown inside another page (a notebook, the docs), the fragment styles only itself
+_PAGE_CSS = ('.stl{font-family:sans-serif;display:flex;gap:18px;align-items:flex-start}'
+             '.stl .scene{position:relative;flex:none} .stl .box{position:absolute;border:2px solid #2e7d32;box-sizing:border-box}'
+             '.stl .grid{display:grid;grid-template-columns:repeat(5,auto);gap:8px} .stl .item{font-size:11px;text-align:center;'
+             'border:3px solid #ddd;padding:3px;width:{w}px} .stl .item.hit{border-color:#2e7d32;background:#e8f5e9}'
+             '.stl .item code{font-size:9px}')
+_BODY = '<body style="font-family:sans-serif;margin:1em">'   # the pages written to files
 
 def scene_page_html(data:STLData, # the data set (images, catalog, pairs)
                     scene:str, # scene signature
@@ -261,11 +263,11 @@ def write_recommendations(model:STLModel, # trained model
         i = si[s]
         body = scene_page_html(data, s, recs[s], scores[i], out, embed)
         atomic_write_text(out / f'scene_{s}.html', f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>scene {s}</title>'
-                                                   f'</head><body><p><a href="index.html">all scenes</a></p>{body}</body></html>\n')
+                                                   f'</head>{_BODY}<p><a href="index.html">all scenes</a></p>{body}</body></html>\n')
         hits = len(set(recs[s]) & set(data.pairs.loc[data.pairs['scene'] == s, 'product']))
         links.append(f'<li><a href="scene_{s}.html">{s}</a> — {hits} of its products in the top {k}</li>')
     atomic_write_text(out / 'index.html', f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>Shop the Look</title></head>'
-                                         f'<body><h1>Top {k} products for {len(shown)} test scenes</h1><ul>{"".join(links)}</ul>'
+                                         f'{_BODY}<h1>Top {k} products for {len(shown)} test scenes</h1><ul>{"".join(links)}</ul>'
                                          f'</body></html>\n')
     return {'out': str(out), 'scenes': len(recs), 'k': k, 'pages': len(shown), 'products': len(emb.products)}
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Look at the built docs as a reader does: headless Chromium screenshots of pages (scrollbars shown), the PDF's first pages as PNG.
 
-    python scripts/screenshot_docs.py [--site _docs] [--out build/screenshots] [--pages index,data,...]
+    python scripts/screenshot_docs.py [--site _docs] [--out build/screenshots] [--pages index,data,...|all]
+                                      [--pdf-pages 1-3,78,196]
 
 For each page: a screenshot (PNG), the browser console (Chromium's `--enable-logging=stderr`), and the DOM after the
 scripts ran (`--dump-dom`), which tells whether every plotly chart drew its SVG. The first page holding a chart is
-also shot scrolled to that chart. `pdftoppm` turns PDF pages 1-3 into PNGs. Fails (exit 1) on a blank image (one
+also shot scrolled to that chart. `pdftoppm` turns PDF pages (default 1-3) into PNGs. Fails (exit 1) on a blank image (one
 colour), a console error, a chart that did not draw, or a missing tool. Writes report.json next to the images.
 """
 from __future__ import annotations
@@ -116,7 +117,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--site', default=str(ROOT / '_docs'))
     ap.add_argument('--out', default=str(ROOT / 'build' / 'screenshots'))
-    ap.add_argument('--pages', default='index,data', help='pages to shoot (the first page with a chart is added)')
+    ap.add_argument('--pages', default='index,data', help="pages to shoot, or 'all' (the first page with a chart is added)")
+    ap.add_argument('--pdf-pages', default='1-3', help='PDF pages to rasterise: numbers and ranges, e.g. 1-3,78,196')
     ap.add_argument('--pdf', default=None, help='PDF to rasterise (default SITE/recsys_nb.pdf)')
     ap.add_argument('--size', default='1400,1800')
     ap.add_argument('--budget', type=int, default=8000, help='virtual time for scripts to run, ms')
@@ -125,7 +127,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob('*.png'): old.unlink()
     problems, shots = [], []
-    names = [p for p in a.pages.split(',') if p]
+    names = sorted(f.stem for f in site.glob('*.html')) if a.pages == 'all' else [p for p in a.pages.split(',') if p]
     chart_page = next((f.stem for f in sorted(site.glob('*.html')) if 'plotly-graph-div' in f.read_text(encoding='utf-8')), None)
     if chart_page and chart_page not in names: names.append(chart_page)
     if not chart_page: print('note: no page with a plotly chart in', site)
@@ -147,7 +149,9 @@ def main(argv=None):
     pdf_pages = []
     if pdf.exists():
         if not shutil.which('pdftoppm'): raise SystemExit('pdftoppm not found: apt-get install -y poppler-utils')
-        subprocess.run(['pdftoppm', '-png', '-r', '80', '-f', '1', '-l', '3', str(pdf), str(out / 'pdf')], check=True)
+        for part in filter(None, a.pdf_pages.split(',')):
+            first, _, last = part.partition('-')
+            subprocess.run(['pdftoppm', '-png', '-r', '80', '-f', first, '-l', last or first, str(pdf), str(out / 'pdf')], check=True)
         for png in sorted(out.glob('pdf-*.png')):
             is_blank, info = blank(png)
             pdf_pages.append({'png': str(png), 'blank': is_blank, **info})

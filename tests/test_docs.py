@@ -145,7 +145,8 @@ def handmade(tmp_path_factory):
          ('code', '#| echo: false\nfig.show()', [{'output_type': 'display_data', 'metadata': {}, 'data': {bd.PLOTLY_MIME: FIG}}])],
         d / '01_a.ipynb')
     _nb([fm('Page b', 'All about b.', 'b.html'), warning, doc(SHOW_DOC_B),
-         ('markdown', f'Back to [`fit_a`]({SITE}/a.html#fit_a) and [`gone`]({SITE}/a.html#gone).')], d / '02_b.ipynb')
+         ('markdown', f'Back to [`fit_a`]({SITE}/a.html#fit_a) and [`gone`]({SITE}/a.html#gone).'),
+         ('markdown', '## 1. First part\n\nOne.\n\n## 2. Second part\n\nTwo.')], d / '02_b.ipynb')
     return d
 
 
@@ -204,6 +205,8 @@ def test_book_from_processed_notebooks(handmade, tmp_path):
     assert '#link(<a--fit_a>)' in typ and '#link(<b--b_thing>)' in typ and '<a--fit_a>' in typ.replace('#link(<a--fit_a>)', '')
     assert SITE + '/a.html' not in typ and '#|' not in typ
     assert 'gone' in typ and not re.search(r'#link\([^)]*\)\[[^\]]*gone', typ)      # a missing anchor: text only
+    # a chapter that numbers its own sections keeps its numbers, as text (typst reads "1. " as a numbered list)
+    assert '[1\\. First part]' in typ and '[2\\. Second part]' in typ and '[1. First' not in typ
 
 
 def test_quarto_route_gives_plotly_charts_an_html_form(tmp_path):
@@ -458,6 +461,29 @@ def test_committed_outputs_carry_no_blemishes():
              for pat, why in BLEMISHES.items() if c['cell_type'] == 'code' and pat in _outputs(c)]
     assert not found, found
 
+
+
+def test_no_setup_call_prints_its_return_value():
+    "A cell ending in `setup_plotly()` ends it with `;`: the renderer's name it returns is not part of the book."
+    found = [f'{p.name} {c.get("id")}' for p in sorted(NBS.glob('*.ipynb')) for c in json.loads(p.read_text())['cells']
+             if c['cell_type'] == 'code' and ''.join(c['source']).strip().endswith('\nsetup_plotly()')]
+    found += [f'{p.name} {c.get("id")}: output' for p in sorted(NBS.glob('*.ipynb')) for c in json.loads(p.read_text())['cells']
+              for o in c.get('outputs', []) if ''.join(o.get('data', {}).get('text/plain', [])).strip("'") in
+              ('notebook_connected', 'plotly_mimetype+notebook')]
+    assert not found, found
+
+
+def test_html_outputs_style_only_themselves():
+    """Every CSS rule in an output's <style> starts with a class or id: a rule for `body` or an element would restyle
+    the whole docs page (and the reader's notebook) around it."""
+    found = []
+    for p in sorted(NBS.glob('*.ipynb')):
+        for c in json.loads(p.read_text())['cells']:
+            if c['cell_type'] != 'code': continue
+            for css in re.findall(r'<style[^>]*>(.*?)</style>', _outputs(c), re.S):
+                sels = [s.strip() for rule in css.split('}') if '{' in rule for s in rule.split('{')[0].split(',')]
+                found += [f'{p.name} {c.get("id")}: {s}' for s in sels if s and not s.startswith(('.', '#'))]
+    assert not found, found
 
 
 def test_tables_show_no_raw_nan_or_none():

@@ -165,6 +165,11 @@ local function book_doc(doc)
         else
           if h.level == 1 then h.level = 2 end   -- a chapter holds one level-1 heading, its title
           if own_numbers and not h.classes:includes('unnumbered') then h.classes:insert('unnumbered') end
+          -- typst reads "1. " at the start of a heading's text as a numbered list (in the heading and the contents)
+          local s = h.content[1]
+          if own_numbers and FORMAT:match('typst') and s and s.t == 'Str' and s.text:match('^%d+%.$') then
+            h.content[1] = pandoc.RawInline('typst', (s.text:gsub('%.$', '\\.')))
+          end
           local local_id = h.identifier ~= '' and h.identifier or auto_id(stringify(h.content))
           local full = claim(page .. '--' .. local_id)
           if not ids[page][local_id] then ids[page][local_id] = full end
