@@ -242,8 +242,12 @@ class Estimator:
         u, i, r, self.users_, self.items_ = self._encode(ratings, user, item, rating)
         if len(r) == 0: raise ValueError('the training set is empty')
         self._fit_codes(u, i, r, **options)
-        self.seen_ = seen_matrix(u, i, len(self.users_), len(self.items_))
+        self.seen_ = self._seen_codes(u, i)
         return self
+
+    def _seen_codes(self, u:np.ndarray, i:np.ndarray) -> sp.csr_matrix:
+        "Which (user, item) codes the training set holds, for `recommend`: `seen_matrix`, or a model's own index of them."
+        return seen_matrix(u, i, len(self.users_), len(self.items_))
 
     # -- predicting -------------------------------------------------------------------------------------------
     def codes(self, users, items) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 from .data import IdMap
-from .estimator import Estimator, counting_order, index_pairs, seen_matrix, warm_up
+from .estimator import Estimator, counting_order, index_pairs, warm_up
 from .options import add_options, given_options
 
 # %% auto #0
@@ -673,13 +673,20 @@ class UserCF(Estimator):
         u, m, r, n, nm = train_triples(ratings, shape)
         self.users_, self.items_ = IdMap(np.arange(n)), IdMap(np.arange(nm))
         self._fit_codes(u, m, r)
-        self.seen_ = seen_matrix(u, m, n, nm)
+        self.seen_ = self._seen_codes(u, m)
         return self
 
     def _fit_codes(self, u, i, r):
         "Fit on dense codes; the training triples are kept (for `fold_in` and `save`), no user is folded in yet."
         self._train, self._new, self._folded = (u, i, r), None, None
         return self._fit_index((u, i, r), (len(self.users_), len(self.items_)))
+
+    def _seen_codes(self, u, i):
+        "The training matrix's own pattern (users × movies, rows sorted, no repeats): no second pass over the ratings."
+        R = self.ts.R
+        seen = sp.csr_matrix((np.ones(R.nnz, bool), R.indices, R.indptr), shape=R.shape)
+        seen.has_sorted_indices = True
+        return seen
 
     def _fit_index(self, train, shape):
         "The model proper: index (users, movies, ratings) of `shape`, the similarities (or their engine), top-k lists."

@@ -4,6 +4,7 @@ import itertools, json, subprocess, sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings, HealthCheck, strategies as st
@@ -204,6 +205,16 @@ def test_usercf_warm_up_loads_torch_before_every_fit_when_int8_pays(tmp_path):
     out = subprocess.run([sys.executable, '-c', _TORCH_CHECK, str(d)], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == 'False [True, True]'
+
+
+def test_seen_pairs_are_the_training_matrix_pattern():
+    "UserCF's `seen_` (what `recommend` leaves out) is exactly `seen_matrix` of its training codes, on both fit paths."
+    from recsys_nb.estimator import seen_matrix
+    u, m, r = random_ratings(30, 20, 200, 5)
+    for model in (UserCF().fit((u, m, r), shape=(30, 20)), UserCF().fit(pd.DataFrame({'user': u, 'item': m, 'rating': r}))):
+        uc, ic = model.users_.index(u), model.items_.index(m)
+        ref = seen_matrix(uc, ic, len(model.users_), len(model.items_))
+        assert model.seen_.shape == ref.shape and (model.seen_ != ref).nnz == 0 and model.seen_.has_sorted_indices
 
 
 def test_threaded_gather_and_sparse_tail_agree_with_reference(monkeypatch):
