@@ -208,7 +208,7 @@ def write_random_items(catalog, # catalog file or dict
 # %% ../nbs/20d_stl.ipynb #c131
 # every rule under .stl: shown inside another page (a notebook, the docs), the fragment styles only itself
 _PAGE_CSS = ('.stl{font-family:sans-serif;display:flex;gap:18px;align-items:flex-start}'
-             '.stl .scene{position:relative;flex:none} .stl .box{position:absolute;border:2px solid #2e7d32;box-sizing:border-box}'
+             '.stl .scene{flex:none} .stl .frame{position:relative} .stl .box{position:absolute;border:2px solid #2e7d32;box-sizing:border-box}'
              '.stl .grid{display:grid;grid-template-columns:repeat(5,auto);gap:8px} .stl .item{font-size:11px;text-align:center;'
              'border:3px solid #ddd;padding:3px;width:{w}px} .stl .item.hit{border-color:#2e7d32;background:#e8f5e9}'
              '.stl .item code{font-size:9px}')
@@ -234,7 +234,7 @@ def scene_page_html(data:STLData, # the data set (images, catalog, pairs)
         items.append(f'<div class="item{" hit" if hit else ""}">{_img_tag(data.image(p), out_dir, embed, size, title=p)}'
                      f'<br>#{i + 1}{sc}<br>{html.escape(data.category(p).split("|")[-1])}</div>')
     return (f'<style>{_PAGE_CSS.replace("{w}", str(size + 6))}</style><div class="stl"><div class="scene" style="width:{scene_size}px">'
-            f'{_img_tag(data.image(scene), out_dir, embed, scene_size, title=scene, style="display:block")}{boxes}'
+            f'<div class="frame">{_img_tag(data.image(scene), out_dir, embed, scene_size, title=scene, style="display:block")}{boxes}</div>'
             f'<div style="font-size:11px">scene <code>{scene[:12]}…</code>, {len(own)} recorded products</div></div>'
             f'<div class="grid">{"".join(items)}</div></div>')
 

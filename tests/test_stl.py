@@ -295,3 +295,17 @@ def test_cli_errors_are_one_line(tmp_path):
     (tmp_path / 'fashion-cat.json').write_text('{}')
     r = cli('train', '--data', tmp_path, '--config', 'tiny', '--no-progress')
     assert r.returncode == 2 and 'fashion.json, line 1' in r.stderr and 'Traceback' not in r.stderr
+
+
+def test_scene_page_boxes_sit_on_the_image(tiny):
+    """A scene's boxes are placed in percent of a container that holds the image alone (not the caption below it), so
+    they land where the products were pasted; every CSS rule is scoped to the fragment."""
+    import re
+    from recsys_nb.stl import scene_page_html, _PAGE_CSS
+    data = load_stl(tiny)
+    scene = data.pairs['scene'].iloc[0]
+    page = scene_page_html(data, scene, list(data.products[:3]), embed=True)
+    frame = re.search(r'<div class="frame">(<img [^>]*>)((?:<div class="box" [^>]*></div>)+)</div>', page)
+    assert frame and frame.group(2).count('class="box"') == (data.pairs['scene'] == scene).sum()
+    assert '.stl .frame{position:relative}' in _PAGE_CSS and 'position:relative' not in _PAGE_CSS.replace('.stl .frame{position:relative}', '')
+    assert all(s.strip().startswith('.stl') for rule in _PAGE_CSS.split('}') if '{' in rule for s in rule.split('{')[0].split(','))
