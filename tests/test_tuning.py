@@ -46,6 +46,13 @@ def _counts(storage) -> dict:
     except KeyError: return {'finished': 0, 'running': 0}
 
 
+def _training(storage, reported:bool=True) -> bool:
+    "Whether a trial of the study in `storage` is running (and, with `reported`, has reported an epoch, so its parameters are drawn)."
+    try: st = _study(storage)
+    except KeyError: return False
+    return any(t.intermediate_values or not reported for t in st.get_trials(states=(optuna.trial.TrialState.RUNNING,)))
+
+
 def test_resume_after_kill(tiny, tmp_path):
     """Kill a search mid-trial; the restarted search keeps the finished trials, Optuna's heartbeat fails the killed
     trial (which is then retried), and the study reaches the target."""
@@ -53,7 +60,9 @@ def test_resume_after_kill(tiny, tmp_path):
     p = subprocess.Popen(_cmd(tiny, storage, 8), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
     try:
         deadline = time.time() + 400
-        while (_counts(storage)['finished'] < 3 or _counts(storage)['running'] == 0) and time.time() < deadline and p.poll() is None:
+        # kill once 3 trials finished and one is running with its parameters drawn (a trial killed before it drew
+        # any has none for the retry to repeat)
+        while (_counts(storage)['finished'] < 3 or not _training(storage)) and time.time() < deadline and p.poll() is None:
             time.sleep(0.1)
         assert p.poll() is None, 'the search ended before it could be killed'
     finally:
@@ -202,11 +211,7 @@ def test_failed_first_trial_is_queued_again(tiny, tmp_path):
     assert [(x.params == first, x.state.name) for x in trials] in ([(True, 'FAIL'), (True, s)] for s in ('COMPLETE', 'PRUNED'))
 
 
-def _training(storage, reported:bool=True) -> bool:
-    "Whether a trial of the study in `storage` is running (and, with `reported`, has reported an epoch)."
-    try: st = _study(storage)
-    except KeyError: return False
-    return any(t.intermediate_values or not reported for t in st.get_trials(states=(optuna.trial.TrialState.RUNNING,)))
+
 
 
 def test_interrupted_first_trial_is_retried(tiny, tmp_path):
