@@ -47,10 +47,11 @@ def _counts(storage) -> dict:
 
 
 def _training(storage, reported:bool=True) -> bool:
-    "Whether a trial of the study in `storage` is running (and, with `reported`, has reported an epoch, so its parameters are drawn)."
+    """Whether a trial of the study in `storage` is running with its parameters drawn (and, with `reported`, has
+    reported an epoch): a trial interrupted before it drew any has none to be retried with."""
     try: st = _study(storage)
     except KeyError: return False
-    return any(t.intermediate_values or not reported for t in st.get_trials(states=(optuna.trial.TrialState.RUNNING,)))
+    return any(t.params and (t.intermediate_values or not reported) for t in st.get_trials(states=(optuna.trial.TrialState.RUNNING,)))
 
 
 def test_resume_after_kill(tiny, tmp_path):
@@ -60,8 +61,7 @@ def test_resume_after_kill(tiny, tmp_path):
     p = subprocess.Popen(_cmd(tiny, storage, 8), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
     try:
         deadline = time.time() + 400
-        # kill once 3 trials finished and one is running with its parameters drawn (a trial killed before it drew
-        # any has none for the retry to repeat)
+        # kill once 3 trials finished and one is training (see `_training`)
         while (_counts(storage)['finished'] < 3 or not _training(storage)) and time.time() < deadline and p.poll() is None:
             time.sleep(0.1)
         assert p.poll() is None, 'the search ended before it could be killed'
