@@ -15,6 +15,11 @@ def needs_shared(sub):
     return pytest.mark.skipif(not (SHARED_DATA / sub).exists(), reason=f'../shared/data/{sub} not present')
 
 
+def css_selectors(css:str) -> list:
+    "Every selector of a CSS text's rules (comma-separated ones apart)."
+    return [s.strip() for rule in css.split('}') if '{' in rule for s in rule.split('{')[0].split(',') if s.strip()]
+
+
 def pytest_configure(config):
     config.addinivalue_line('markers', 'serial: starts worker processes and kills or interrupts them on a clock; '
                             '`make pytest` runs these alone, after the others, so that no other test competes for the cores')

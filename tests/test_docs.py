@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import css_selectors
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / 'scripts' / 'build_docs.py'
 NBDEV_PROC = ROOT / 'scripts' / 'docs' / 'nbdev_proc.py'
@@ -481,8 +483,7 @@ def test_html_outputs_style_only_themselves():
         for c in json.loads(p.read_text())['cells']:
             if c['cell_type'] != 'code': continue
             for css in re.findall(r'<style[^>]*>(.*?)</style>', _outputs(c), re.S):
-                sels = [s.strip() for rule in css.split('}') if '{' in rule for s in rule.split('{')[0].split(',')]
-                found += [f'{p.name} {c.get("id")}: {s}' for s in sels if s and not s.startswith(('.', '#'))]
+                found += [f'{p.name} {c.get("id")}: {s}' for s in css_selectors(css) if not s.startswith(('.', '#'))]
     assert not found, found
 
 

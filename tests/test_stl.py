@@ -5,6 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import css_selectors
+
 from recsys_nb.data import DataError
 from recsys_nb.stl_data import find_images, load_stl, read_catalog, read_pairs, write_pairs
 from recsys_nb.stl_synth import synth_stl, _digest
@@ -308,4 +310,4 @@ def test_scene_page_boxes_sit_on_the_image(tiny):
     frame = re.search(r'<div class="frame">(<img [^>]*>)((?:<div class="box" [^>]*></div>)+)</div>', page)
     assert frame and frame.group(2).count('class="box"') == (data.pairs['scene'] == scene).sum()
     assert '.stl .frame{position:relative}' in _PAGE_CSS and 'position:relative' not in _PAGE_CSS.replace('.stl .frame{position:relative}', '')
-    assert all(s.strip().startswith('.stl') for rule in _PAGE_CSS.split('}') if '{' in rule for s in rule.split('{')[0].split(','))
+    assert all(s.startswith('.stl') for s in css_selectors(_PAGE_CSS))
