@@ -8,6 +8,7 @@ import codecs, hashlib, io, json, os, re, shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -16,11 +17,11 @@ import pyarrow.csv as pacsv
 import scipy.sparse as sp
 
 # %% auto #0
-__all__ = ['QUOTE_CHARS', 'RATING_COLUMNS', 'FORMATS', 'MOVIELENS_RATINGS', 'ML_GENRES_100K', 'NETFLIX_FILES', 'PRIZE_PARTS',
-           'PRIZE_COLUMNS', 'DataError', 'detect_encoding', 'read_movie_titles', 'RatingFormat', 'detect_format',
-           'read_ratings', 'read_movielens_items', 'load_movielens', 'read_prize_movie_file', 'IdMap', 'rating_matrix',
-           'RatingData', 'make_rating_data', 'read_users', 'load_netflix', 'load_ratings', 'read_prize_probe',
-           'PrizeArrays', 'read_prize', 'load_prize', 'check_dataset']
+__all__ = ['QUOTE_CHARS', 'RATING_COLUMNS', 'FORMATS', 'MOVIELENS_RATINGS', 'ML_GENRES_100K', 'PAIR_BITS_MAX', 'NETFLIX_FILES',
+           'PRIZE_PARTS', 'PRIZE_COLUMNS', 'DataError', 'detect_encoding', 'read_movie_titles', 'RatingFormat',
+           'detect_format', 'read_ratings', 'read_movielens_items', 'load_movielens', 'read_prize_movie_file', 'IdMap',
+           'rating_matrix', 'RatingData', 'make_rating_data', 'read_users', 'load_netflix', 'load_ratings',
+           'read_prize_probe', 'PrizeArrays', 'read_prize', 'load_prize', 'check_dataset']
 
 # %% ../nbs/00_data.ipynb #c006
 QUOTE_CHARS = 200   # an error quotes at most this many characters of the offending text
@@ -78,7 +79,7 @@ def _is_utf8(b:bytes) -> bool:
 def _parse_int(s:str) -> int|None:
     "`int(s)` for a plain (optionally signed) decimal integer, else None."
     s = s.strip()
-    return int(s) if re.fullmatch(r'[+-]?\d+', s) else None
+    return int(s) if (s[1:] if s[:1] in '+-' else s).isdecimal() else None   # `[+-]?\d+`, without a regex (called per line)
 
 # %% ../nbs/00_data.ipynb #c015
 def read_movie_titles(path # `movie_titles.txt`: `movie_id,year,title` lines, any of UTF-8/Latin-1/cp1252
@@ -161,6 +162,7 @@ def _check_line(fmt:RatingFormat, fields:list[str]) -> str|None:
     names = ['user id', 'movie id'] if fmt.fields == 4 else ['user id']
     for name, v in zip(names, fields):
         if (p := _id_problem(name, v)): return p
+        if not 1 <= int(v) <= 2**31 - 1: return f'{name} {v.strip()} out of range 1..2^31-1'   # ids are parsed as int32
     r = fields[len(names)]
     try: float(r)
     except ValueError: return f'rating {_clip(r, 40)!r} is not a number'
@@ -200,6 +202,23 @@ def _blank_rows(table:pa.Table) -> np.ndarray:
     nulls = [np.asarray(c.is_null()) for c in table.columns]
     return np.logical_and.reduce(nulls), np.logical_or.reduce(nulls)
 
+def _table_ratings(path, table:pa.Table, fmt:RatingFormat, rating_scale, skip:int=0, report:dict|None=None,
+                   movie_id:int|None=None) -> pd.DataFrame:
+    """The ratings of a parsed `table` as `RATING_COLUMNS`: blank lines dropped (counted in `report`), a line with a
+    missing field or a bad value raised as a `DataError`. Columns go to NumPy once and into the frame uncopied."""
+    blank = None
+    if any(c.null_count for c in table.columns):             # blank lines, or a field missing
+        blank, anynull = _blank_rows(table)
+        if (anynull & ~blank).any(): _scan_for_error(path, fmt, skip)
+        table = table.filter(pa.array(~blank))
+    if report is not None: report['blank_lines'] = report.get('blank_lines', 0) + (int(blank.sum()) if blank is not None else 0)
+    cols = {c: table.column(c).to_numpy() for c in table.column_names}
+    if movie_id is not None: cols['movie_id'] = np.full(len(cols['user_id']), movie_id, np.int32)
+    if fmt.time == 'unix': cols['date'] = cols['date'].view('datetime64[s]')   # any int64 fits: no overflow
+    else: cols['date'] = cols['date'].astype('datetime64[s]')                 # from days
+    _check_values(path, cols, rating_scale, skip, fmt.step, None if blank is None else np.flatnonzero(~blank))
+    return pd.DataFrame({c: cols[c] for c in RATING_COLUMNS}, copy=False)
+
 # %% ../nbs/00_data.ipynb #c028
 def read_ratings(path,                    # a ratings file in one of `FORMATS`
                  fmt:str|None=None,       # format name; detected from the first line when None
@@ -214,8 +233,8 @@ def read_ratings(path,                    # a ratings file in one of `FORMATS`
     if fmt == 'prize': return read_prize_movie_file(path, rating_scale=rating_scale)
     f = FORMATS[fmt]
     skip = 1 if f.header else 0
-    time_type = pa.timestamp('s') if f.time == 'date' else pa.int64()
-    types = {'user_id': pa.int64(), 'movie_id': pa.int64(), 'rating': pa.float32(), 'date': time_type}
+    time_type = pa.date32() if f.time == 'date' else pa.int64()    # dates parse faster as days than as timestamps
+    types = {'user_id': pa.int32(), 'movie_id': pa.int32(), 'rating': pa.float32(), 'date': time_type}
     if f.sep == '::':
         raw = path.read_bytes()
         if (tab := raw.find(b'\t')) >= 0:
@@ -227,16 +246,9 @@ def read_ratings(path,                    # a ratings file in one of `FORMATS`
     except pa.ArrowInvalid as e:
         _scan_for_error(path, f, skip)
         raise DataError(path, None, f'could not parse: {e}') from e
-    blank, anynull = _blank_rows(table)
-    if (anynull & ~blank).any(): _scan_for_error(path, f, skip)
-    df = table.to_pandas()
-    if blank.any(): df = df[~blank].copy()
-    if report is not None: report['blank_lines'] = report.get('blank_lines', 0) + int(blank.sum())
+    df = _table_ratings(path, table, f, rating_scale, skip, report)
     if len(df) == 0: raise DataError(path, None, 'no ratings in this file')
-    if f.time == 'unix': df['date'] = df['date'].to_numpy(np.int64).astype('datetime64[s]')   # any int64 fits: no overflow
-    _check_values(path, df, rating_scale, skip, f.step)
-    return pd.DataFrame({'user_id': df['user_id'].to_numpy(np.int32), 'movie_id': df['movie_id'].to_numpy(np.int32),
-                         'rating': df['rating'].to_numpy(np.float32), 'date': df['date'].to_numpy('datetime64[s]')})
+    return df
 
 # %% ../nbs/00_data.ipynb #c030
 def _line_text(path, n:int) -> str:
@@ -246,24 +258,28 @@ def _line_text(path, n:int) -> str:
             if i == n: return raw.decode('latin-1').rstrip('\r\n')
     return ''
 
-def _check_values(path, df:pd.DataFrame, rating_scale, skip:int=0, step:float=1.0):
+def _check_values(path, cols:dict, # `RATING_COLUMNS` as NumPy arrays (ids int32, ratings float32, dates datetime64[s])
+                  rating_scale, skip:int=0, step:float=1.0,
+                  rows:np.ndarray|None=None, # each value's row in the file (after `skip`), when blank lines were dropped
+                 ):
     "Raise a `DataError` at the first row with an id out of range, a rating outside `rating_scale` or off its `step`, or a date outside `_DAY_RANGE`."
     lo, hi = rating_scale
     first, last = _DAY_RANGE
-    checks = [(~df['user_id'].between(1, 2**31 - 1), lambda r: f"user id {r.user_id} out of range 1..2^31-1"),
-              (~df['movie_id'].between(1, 2**31 - 1), lambda r: f"movie id {r.movie_id} out of range 1..2^31-1"),
-              (~df['rating'].between(lo, hi), lambda r: f"rating {r.rating:g} outside the scale {lo:g}–{hi:g}"),
-              ((df['rating'] / step) % 1 != 0, lambda r: f"rating {r.rating:g} is not a multiple of {step:g} "
-                                                         f"({'whole stars' if step == 1 else f'steps of {step:g}'} in this format)"),
-              (~df['date'].between(first, last + np.timedelta64(1, 'D') - np.timedelta64(1, 's')),
-               lambda r: f"date {str(r.date).removesuffix(' 00:00:00')} outside {first}..{last}")]
-    firsts = [(np.flatnonzero(m.to_numpy())[:1], msg) for m, msg in checks]
+    u, m, r, t = (cols[c] for c in RATING_COLUMNS)
+    q = r / np.float32(step)
+    checks = [(lambda: u < 1, lambda i: f"user id {u[i]} out of range 1..2^31-1"),     # int32 ids: ≤ 2^31-1 when parsed
+              (lambda: m < 1, lambda i: f"movie id {m[i]} out of range 1..2^31-1"),
+              (lambda: ~((r >= lo) & (r <= hi)), lambda i: f"rating {r[i]:g} outside the scale {lo:g}–{hi:g}"),
+              (lambda: q != np.rint(q), lambda i: f"rating {r[i]:g} is not a multiple of {step:g} "
+                                                  f"({'whole stars' if step == 1 else f'steps of {step:g}'} in this format)"),
+              (lambda: ~((t >= first) & (t < last + np.timedelta64(1, 'D'))),
+               lambda i: f"date {str(pd.Timestamp(t[i])).removesuffix(' 00:00:00')} outside {first}..{last}")]
+    firsts = [(np.flatnonzero(bad())[:1], msg) for bad, msg in checks]
     firsts = [(int(i[0]), msg) for i, msg in firsts if i.size]
     if firsts:
-        pos, msg = min(firsts, key=lambda t: t[0])
-        row = df.iloc[pos]
-        n = int(df.index[pos]) + 1 + skip
-        raise DataError(path, n, msg(row), _line_text(path, n))
+        pos, msg = min(firsts, key=lambda f: f[0])
+        n = int(pos if rows is None else rows[pos]) + 1 + skip
+        raise DataError(path, n, msg(pos), _line_text(path, n))
 
 # %% ../nbs/00_data.ipynb #c035
 MOVIELENS_RATINGS = {'u.data': 'ml-100k', 'ratings.dat': 'ml-1m', 'ratings.csv': 'ml-latest'}
@@ -325,19 +341,14 @@ def read_prize_movie_file(path, rating_scale=(1, 5)) -> pd.DataFrame:
     first = _first_line(path)
     if not re.fullmatch(r'\s*\d+:\s*', first): raise DataError(path, 1, 'expected a `movie_id:` header line', first)
     mid = int(first.strip()[:-1])
+    if not 1 <= mid <= 2**31 - 1: raise DataError(path, 1, f'movie id {mid} out of range 1..2^31-1', first)
     f = FORMATS['prize']
-    types = {'user_id': pa.int64(), 'rating': pa.float32(), 'date': pa.timestamp('s')}
+    types = {'user_id': pa.int32(), 'rating': pa.float32(), 'date': pa.date32()}
     try: t = _arrow_read(str(path), f, ['user_id', 'rating', 'date'], types, skip=1)
     except pa.ArrowInvalid as e:
         _scan_for_error(path, f, skip=1)
         raise DataError(path, None, f'could not parse: {e}') from e
-    blank, anynull = _blank_rows(t)
-    if (anynull & ~blank).any(): _scan_for_error(path, f, skip=1)
-    df = t.to_pandas()[~blank]
-    df.insert(1, 'movie_id', np.int32(mid))
-    _check_values(path, df, rating_scale, skip=1)
-    return pd.DataFrame({'user_id': df['user_id'].to_numpy(np.int32), 'movie_id': df['movie_id'].to_numpy(np.int32),
-                         'rating': df['rating'].to_numpy(np.float32), 'date': df['date'].to_numpy('datetime64[s]')})
+    return _table_ratings(path, t, f, rating_scale, skip=1, movie_id=mid)
 
 # %% ../nbs/00_data.ipynb #c043
 def _id_array(ids) -> np.ndarray:
@@ -390,6 +401,11 @@ class IdMap:
     def __repr__(self): return f'IdMap({len(self)} ids: {self.ids[:3].tolist()}…)'
     def index(self, raw, missing:int|None=None) -> np.ndarray:
         "Dense indices of `raw` ids; unknown ids raise, or map to `missing` when given."
+        a = np.asarray(raw) if isinstance(raw, np.ndarray) else None
+        if a is not None and a.dtype.kind == 'i' and a.ndim == 1 and self.sorted and self.table is not None \
+                and (not len(a) or (a.min() >= 0 and a.max() < len(self.table))):
+            pos = self.table[a]                                          # integer ids in the table's range: one gather
+            if not len(pos) or pos.min() >= 0: return pos
         raw = _id_array(raw)
         if self.sorted and raw.dtype == np.int64 and self.table is not None:   # a direct table: one gather
             t = self.table
@@ -428,12 +444,58 @@ def rating_matrix(df:pd.DataFrame,  # ratings with `user_id, movie_id, rating`
     m.sum_duplicates()
     return m.toarray() if dense else m
 
+# %% ../nbs/00_data.ipynb #c054
+def _presence(ids:np.ndarray, size:int) -> np.ndarray:
+    "A boolean table of length `size` that is True at every id in `ids`."
+    t = np.zeros(size, dtype=bool); t[ids] = True
+    return t
+
+def _isin_ids(a:np.ndarray, b:np.ndarray) -> np.ndarray:
+    "`np.isin(a, b)` for non-negative integer ids, linear time when the id range is moderate."
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    hi = int(max(a.max(initial=0), b.max(initial=0))) + 1
+    if hi > 200_000_000: return np.isin(a, b)
+    return _presence(b, hi)[a]
+
+PAIR_BITS_MAX = 2 ** 31   # pair keys below this: two bitsets (at most 256 MB each); above it: sorts
+
+@numba.njit(cache=True)
+def _pair_bits(k_train, k_test, size):
+    tr = np.zeros((size + 63) // 64, np.uint64); te = np.zeros_like(tr)
+    rep_train, rep_test, overlap = 0, 0, 0
+    for k in k_train:
+        w, b = k >> 6, np.uint64(1) << np.uint64(k & 63)
+        if tr[w] & b: rep_train += 1
+        else: tr[w] |= b
+    for k in k_test:
+        w, b = k >> 6, np.uint64(1) << np.uint64(k & 63)
+        if tr[w] & b: overlap += 1
+        if te[w] & b: rep_test += 1
+        else: te[w] |= b
+    return rep_train, rep_test, overlap
+
+def _pair_counts(k_train, k_test, # one int64 key per (user, movie) pair, equal only for equal pairs
+                 size:int, # the keys lie in [0, size)
+                ) -> tuple[int, int, int]:
+    "(repeated pairs in train, repeated pairs in test, test pairs also in train): one pass over two bitsets, or sorts."
+    if size <= PAIR_BITS_MAX: return _pair_bits(np.asarray(k_train, np.int64), np.asarray(k_test, np.int64), size)
+    a, b = np.sort(k_train), np.sort(k_test)
+    overlap = np.count_nonzero(a[np.searchsorted(a, b).clip(0, len(a) - 1)] == b) if len(a) else 0
+    return int(np.count_nonzero(a[1:] == a[:-1])), int(np.count_nonzero(b[1:] == b[:-1])), int(overlap)
+
+def _unique_ids(*arrays) -> np.ndarray:
+    "Sorted unique non-negative integer ids of all `arrays`."
+    arrays = [np.asarray(x) for x in arrays]
+    hi = max((int(a.max()) for a in arrays if len(a)), default=0) + 1
+    if hi > 200_000_000: return np.unique(np.concatenate([a.astype(np.int64) for a in arrays]))
+    t = np.zeros(hi, bool)
+    for a in arrays: t[a] = True
+    return np.flatnonzero(t)
+
 # %% ../nbs/00_data.ipynb #c051
 def _dedupe(df:pd.DataFrame, policy:str, path='') -> tuple[pd.DataFrame, int]:
     "Apply the duplicate-pair `policy` ('latest', 'mean', 'error'); return the frame and the number of duplicates."
     key = df['user_id'].to_numpy(np.int64) << 32 | df['movie_id'].to_numpy(np.int64)
-    sk = np.sort(key)
-    if not (sk[1:] == sk[:-1]).any(): return df, 0      # the common case: one sort, no duplicates
     order = np.lexsort((np.arange(len(df)), df['date'].to_numpy(), key))
     ks = key[order]
     dup_sorted = np.r_[False, ks[1:] == ks[:-1]]
@@ -491,25 +553,6 @@ class RatingData:
         return (f'RatingData({self.n_users:,} users × {self.n_movies:,} movies, {len(self.train):,} train / '
                 f'{len(self.test):,} test ratings; ' + (f'found: {found}' if found else 'no problems found') + ')')
 
-# %% ../nbs/00_data.ipynb #c054
-def _presence(ids:np.ndarray, size:int) -> np.ndarray:
-    "A boolean table of length `size` that is True at every id in `ids`."
-    t = np.zeros(size, dtype=bool); t[ids] = True
-    return t
-
-def _isin_ids(a:np.ndarray, b:np.ndarray) -> np.ndarray:
-    "`np.isin(a, b)` for non-negative integer ids, linear time when the id range is moderate."
-    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
-    hi = int(max(a.max(initial=0), b.max(initial=0))) + 1
-    if hi > 200_000_000: return np.isin(a, b)
-    return _presence(b, hi)[a]
-
-def _unique_ids(*arrays) -> np.ndarray:
-    "Sorted unique non-negative integer ids of all `arrays`."
-    a = np.concatenate([np.asarray(x, np.int64) for x in arrays])
-    hi = int(a.max(initial=0)) + 1
-    return np.flatnonzero(_presence(a, hi)) if hi <= 200_000_000 else np.unique(a)
-
 # %% ../nbs/00_data.ipynb #c055
 def make_rating_data(train:pd.DataFrame, # ratings, `RATING_COLUMNS`
                      test:pd.DataFrame|None=None, # test ratings (empty when None)
@@ -517,31 +560,38 @@ def make_rating_data(train:pd.DataFrame, # ratings, `RATING_COLUMNS`
                      duplicates='latest', # 'latest', 'mean' or 'error' (see above)
                      unseen='keep',       # 'keep' test ratings of users/movies absent from train, or 'drop' them
                      report:dict|None=None, source='', paths=('train', 'test')) -> RatingData:
-    "Apply the duplicate and unseen policies, build one id map for train ∪ test, add dense `user`/`movie` columns."
+    """Apply the duplicate and unseen policies, build one id map for train ∪ test, add dense `user`/`movie` columns.
+    Every check runs on the dense indices, in linear passes; only files with repeated pairs are sorted (`_dedupe`)."""
+    if unseen not in ('keep', 'drop'): raise ValueError(f"unseen must be 'keep' or 'drop', not {unseen!r}")
     report = dict(report or {})
     test = test if test is not None else pd.DataFrame({c: pd.Series(dtype=t) for c, t in
                           zip(RATING_COLUMNS, ['int32', 'int32', 'float32', 'datetime64[s]'])})
-    train, report['train_duplicates'] = _dedupe(train, duplicates, paths[0])
-    test, report['test_duplicates'] = _dedupe(test, duplicates, paths[1])
-    tu, tm = train['user_id'].to_numpy(), train['movie_id'].to_numpy()
-    su, sm = test['user_id'].to_numpy(), test['movie_id'].to_numpy()
-    new_u, new_m = ~_isin_ids(su, tu), ~_isin_ids(sm, tm)
-    report['test_users_unseen_in_train'] = len(_unique_ids(su[new_u]))
-    report['test_movies_unseen_in_train'] = len(_unique_ids(sm[new_m]))
+    def index():                                   # the id maps of train ∪ test, and each part's dense indices
+        users = IdMap(_unique_ids(train['user_id'].to_numpy(), test['user_id'].to_numpy()))
+        movies = IdMap(_unique_ids(train['movie_id'].to_numpy(), test['movie_id'].to_numpy()))
+        codes = [(users.index(df['user_id'].to_numpy()), movies.index(df['movie_id'].to_numpy())) for df in (train, test)]
+        return users, movies, codes, [u.astype(np.int64) * len(movies) + m for u, m in codes]
+    users, movies, codes, keys = index()
+    rep_train, rep_test, overlap = _pair_counts(*keys, len(users) * len(movies))
+    report['train_duplicates'] = report['test_duplicates'] = 0
+    if rep_train or rep_test:                      # the policy decides (the ids stay the same), then the pairs are counted again
+        if rep_train: train, report['train_duplicates'] = _dedupe(train, duplicates, paths[0])
+        if rep_test: test, report['test_duplicates'] = _dedupe(test, duplicates, paths[1])
+        users, movies, codes, keys = index()
+        overlap = _pair_counts(*keys, len(users) * len(movies))[2]
+    (tu, tm), (su, sm) = codes
+    new_u, new_m = ~_presence(tu, len(users))[su], ~_presence(tm, len(movies))[sm]
+    report['test_users_unseen_in_train'] = int(np.count_nonzero(_presence(su[new_u], len(users))))
+    report['test_movies_unseen_in_train'] = int(np.count_nonzero(_presence(sm[new_m], len(movies))))
     report['test_ratings_with_unseen_ids'] = int((new_u | new_m).sum())
     if unseen == 'drop':
-        test = test[~(new_u | new_m)].reset_index(drop=True)
         report['test_ratings_dropped_unseen'] = report['test_ratings_with_unseen_ids']
-    elif unseen != 'keep': raise ValueError(f"unseen must be 'keep' or 'drop', not {unseen!r}")
-    users = IdMap(_unique_ids(tu, test['user_id'].to_numpy()))
-    movies = IdMap(_unique_ids(tm, test['movie_id'].to_numpy()))
-    for df in (train, test):
-        df['user'] = users.index(df['user_id'].to_numpy()); df['movie'] = movies.index(df['movie_id'].to_numpy())
-    k = lambda df: df['user'].to_numpy(np.int64) * len(movies) + df['movie'].to_numpy(np.int64)
-    if len(test) and len(train):
-        ktr = np.sort(k(train)); kte = k(test)
-        report['train_test_overlap'] = int((ktr[np.searchsorted(ktr, kte).clip(0, len(ktr) - 1)] == kte).sum())
-    else: report['train_test_overlap'] = 0
+        if report['test_ratings_dropped_unseen']:                 # ids seen only in the dropped ratings leave the maps
+            test = test[~(new_u | new_m)].reset_index(drop=True)
+            users, movies, codes, keys = index()
+            overlap = _pair_counts(*keys, len(users) * len(movies))[2]
+    for df, (u, m) in zip((train, test), codes): df['user'], df['movie'] = u, m
+    report['train_test_overlap'] = int(overlap)
     return RatingData(train.reset_index(drop=True), test.reset_index(drop=True), users, movies, titles, report, source)
 
 # %% ../nbs/00_data.ipynb #c058

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_usercf.ipynb #c003
 from __future__ import annotations
-import importlib, importlib.util, itertools, math, os, sys, threading, time
+import importlib, importlib.util, itertools, math, mmap, os, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +17,13 @@ from .options import add_options, given_options
 
 # %% auto #0
 __all__ = ['SIMILARITIES', 'FALLBACKS', 'BACKENDS', 'PRODUCTS', 'NEEDS', 'TRANSPOSES', 'SPARSE_COST', 'OUTPUT_COST',
-           'GATHER_COST', 'INT8_SPEED', 'INT8_MIN_MACS', 'USERCF_CHOICES', 'USERCF_NO_OPTION', 'PRELOAD_BYTES',
-           'train_triples', 'TrainSet', 'make_trainset', 'sim_products', 'sim_factors', 'baseline_als',
+           'GATHER_COST', 'INT8_SPEED', 'INT8_MIN_MACS', 'MAX_LEVELS', 'USERCF_CHOICES', 'USERCF_NO_OPTION',
+           'PRELOAD_BYTES', 'train_triples', 'TrainSet', 'make_trainset', 'sim_products', 'sim_factors', 'baseline_als',
            'combine_similarity', 'inverse_norms', 'scale_cosine', 'naive_similarity', 'keep_top_k', 'dense_split',
-           'small_ints', 'int8_pays', 'int8_matmul_t', 'copy_transposed', 'n_threads', 'parallel_map', 'split_range',
-           'split_columns', 'NumpyEngine', 'rater_index', 'pair_sums', 'UserCF', 'count_fallbacks', 'make_engine',
-           'naive_predict', 'TensorEngine', 'bucket_chunks', 'train_sample_index', 'warm_up_usercf', 'evaluate_usercf',
-           'preload_torch', 'register_cli']
+           'small_ints', 'int8_pays', 'int8_matmul_t', 'small_page_empty', 'copy_transposed', 'n_threads',
+           'parallel_map', 'split_range', 'split_columns', 'NumpyEngine', 'rater_index', 'level_groups', 'pair_sums',
+           'UserCF', 'count_fallbacks', 'make_engine', 'naive_predict', 'TensorEngine', 'bucket_chunks',
+           'train_sample_index', 'warm_up_usercf', 'evaluate_usercf', 'preload_torch', 'register_cli']
 
 # %% ../nbs/02_usercf.ipynb #c011
 SIMILARITIES = ('cosine', 'cosine_common', 'msd', 'pearson', 'pearson_baseline')
@@ -81,7 +81,7 @@ def make_trainset(train, # anything `train_triples` accepts
     R = sp.csr_matrix((data, indices, indptr), shape=(n, nm))
     R.has_sorted_indices = True
     uc, mc = np.diff(indptr), np.diff(ptr)
-    mu = float(r.astype(np.float64).mean())
+    mu = float(r.mean(dtype=np.float64))
     sums = np.asarray(R.sum(1, dtype=np.float64)).ravel()
     umean = np.where(uc > 0, sums / np.maximum(uc, 1), mu)
     return TrainSet(n, nm, R, uc, mc, mu, umean, ptr, item_users, item_ratings, (float(r.min()), float(r.max())))
@@ -233,7 +233,7 @@ def keep_top_k(W, # rows: similarities of a user to a movie's raters, columns in
 # %% ../nbs/02_usercf.ipynb #c032
 SPARSE_COST = 250.   # one sparse multiply-add costs about this many dense (BLAS) multiply-adds, both on all cores
 OUTPUT_COST = 5000.  # one nonzero of a sparse product's output costs about this many
-GATHER_COST = 100.   # one gathered neighbour rating costs about this many dense multiply-adds
+GATHER_COST = 30.    # one gathered neighbour rating costs about this many dense multiply-adds
 INT8_SPEED = 4.      # an exact int8 product runs about this many times faster than a float32 one
 INT8_MIN_MACS = 3e11 # below this many multiply-adds (users² × movies) loading PyTorch costs more than int8 saves
 
@@ -264,13 +264,24 @@ def int8_pays(macs) -> bool:
 
 def int8_matmul_t(A, # int8 rows
                   B, # int8 rows, as many columns as A
+                  out:np.ndarray|None=None, # a float32 (len(A), len(B)) array (a view too) to write into
                  ) -> np.ndarray:
     "A @ B.T in exact int32 sums, as float32: PyTorch's int8 kernel (NumPy has no integer BLAS); ~4× float32 speed."
     import torch
     if A.shape[1] * 127 ** 2 >= 2 ** 31: raise ValueError(f'{A.shape[1]} columns could overflow int32 sums')
     if A.shape[1] < 8:       # PyTorch 2.13's CPU kernel returns garbage for one column; so few are cheap in float32
-        return A.astype(np.float32) @ B.astype(np.float32).T
-    return torch._int_mm(torch.from_numpy(A), torch.from_numpy(B).T).float().numpy()   # converted on all cores
+        return np.matmul(A.astype(np.float32), B.astype(np.float32).T, out=out)
+    P = torch._int_mm(torch.from_numpy(A), torch.from_numpy(B).T)
+    if out is None: return P.float().numpy()             # converted on all cores
+    torch.from_numpy(out).copy_(P)                       # converted as it is written, on all cores
+    return out
+
+def small_page_empty(shape, dtype=np.float32) -> np.ndarray:
+    """An uninitialised array in memory that the kernel backs with ordinary pages (an anonymous map). NumPy asks for
+    huge pages for big arrays; on the virtual machines we measured, the first write to a fresh 400 MB similarity matrix
+    on huge pages cost 0.65 s instead of 0.15 s, more than its later use gained."""
+    dt, count = np.dtype(dtype), int(np.prod(shape))
+    return np.frombuffer(mmap.mmap(-1, max(count * dt.itemsize, 1)), dt, count).reshape(shape)
 
 def copy_transposed(dst, # a float32 view, written
                     src): # its transpose's shape
@@ -353,11 +364,11 @@ class NumpyEngine:
     def to_numpy(self, x): return np.asarray(x)
     def put_index(self, x): return x
 
-    def product(self, key, s, e, c0=0):
-        "Rows s:e, columns c0: of the product `key` (float32)."
+    def product(self, key, s, e, c0=0, out:np.ndarray|None=None):
+        "Rows s:e, columns c0: of the product `key` (float32), written into `out` when given."
         left, right = PRODUCTS[key]
         L, R = self.dense[left][s:e], self.dense[right][c0:]
-        out = int8_matmul_t(L, R) if self.exact_int8 else L @ R.T         # BLAS-like kernels: all cores
+        out = int8_matmul_t(L, R, out) if self.exact_int8 else np.matmul(L, R.T, out=out)   # BLAS-like kernels: all cores
         if self.tail[left].nnz and self.tail[right].nnz:                 # sparse: row slices on all cores
             L, RT = self.tail[left], self.tailT[right][:, c0:]
             def add(ab): a, b = ab; out[a - s:b - s] += (L[a:b] @ RT).toarray()
@@ -388,14 +399,14 @@ class NumpyEngine:
     def _whole_product(self, key, b):
         "A whole users × users product; a symmetric one by upper-triangle blocks, mirrored."
         n = self.ts.n_users
-        X = np.empty((n, n), np.float32)
+        X = small_page_empty((n, n), np.float32)
         left, right = PRODUCTS[key]
         if left == right: b = min(b, -(-n // 8))             # eight or more blocks: the triangle is ~56% of the square
         for s in range(0, n, b):
             e = min(n, s + b)
             if left == right:
-                B = self.product(key, s, e, c0=s); X[s:e, s:] = B; copy_transposed(X[s:, s:e], B)
-            else: X[s:e] = self.product(key, s, e)
+                self.product(key, s, e, c0=s, out=X[s:e, s:]); copy_transposed(X[e:, s:e], X[s:e, e:])
+            else: self.product(key, s, e, out=X[s:e])
         return X
 
     def full(self, budget):
@@ -409,23 +420,22 @@ class NumpyEngine:
                 S = W['dot']
                 for s in range(0, n, b): self._combine({'dot': S[s:min(n, s + b)]}, s, min(n, s + b))
                 return S
-            S = np.empty((n, n), self.dtype)
+            S = small_page_empty((n, n), self.dtype)
             for s in range(0, n, b):
                 e = min(n, s + b)
                 S[s:e] = self._combine({k: (W[TRANSPOSES[k]][:, s:e].T if k in TRANSPOSES else W[k][s:e])
                                         for k in self.whole}, s, e)
             return S
-        S = np.empty((n, n), self.dtype)
+        S = small_page_empty((n, n), self.dtype)
         b = self.block_rows(budget - self.dtype.itemsize * n * n)
         for s in range(0, n, b): S[s:min(n, s + b)] = self.block(s, min(n, s + b))
         return S
 
 # %% ../nbs/02_usercf.ipynb #c045
 def _item_values(ts, center):
-    "Each movie's raters' ratings (training order), minus the rater's mean for the centred variant."
-    v = ts.item_ratings.astype(np.float64)
-    if center: v = v - ts.user_mean[ts.item_users]
-    return v.astype(np.float32)
+    "Each movie's raters' ratings (training order, float32: the training set's own array), minus the rater's mean for the centred variant."
+    if not center: return ts.item_ratings
+    return (ts.item_ratings - ts.user_mean[ts.item_users]).astype(np.float32)
 
 def _user_values(ts, center):
     "Each user's ratings (the rows of `ts.R`, by movie), minus the user's mean for the centred variant (float64)."
@@ -508,6 +518,49 @@ def _pair_sums_nonneg(S, rows, movies, ptr, users, vals, cuts):
             num[p], den[p] = x, y
     return num, den
 
+@numba.njit(cache=True)
+def _grid_range(v, unit):
+    "(lowest, highest) of v / unit when every value is a whole multiple of `unit`; (1, 0) when one is not."
+    lo, hi = np.inf, -np.inf
+    for x in v:
+        y = x / unit
+        if y != np.rint(y): return 1., 0.
+        lo, hi = min(lo, y), max(hi, y)
+    return lo, hi
+
+@numba.njit(cache=True)
+def _group_raters(ptr, users, v, unit, lo, n_levels):
+    "Each movie's raters regrouped by the level v / unit − lo of their value, in order within a group: (group pointers, raters)."
+    gptr = np.zeros((len(ptr) - 1) * n_levels + 1, np.int64)
+    for m in range(len(ptr) - 1):
+        for j in range(ptr[m], ptr[m + 1]): gptr[m * n_levels + int(v[j] / unit - lo) + 1] += 1
+    for g in range(len(gptr) - 1): gptr[g + 1] += gptr[g]
+    fill, out = gptr[:-1].copy(), np.empty_like(users)
+    for m in range(len(ptr) - 1):
+        for j in range(ptr[m], ptr[m + 1]):
+            g = m * n_levels + int(v[j] / unit - lo)
+            out[fill[g]] = users[j]; fill[g] += 1
+    return gptr, out
+
+@numba.njit(parallel=True, cache=True)
+def _pair_sums_levels(S, rows, movies, gptr, users, levels, cuts):
+    """`_pair_sums_nonneg` with each movie's raters grouped by value: Σ s per group, then Σ level·(Σ s). No value is
+    streamed, and two running sums per group halve the wait on each addition."""
+    num, den, L = np.zeros(len(rows)), np.zeros(len(rows)), len(levels)
+    for t in numba.prange(len(cuts) - 1):
+        for p in range(cuts[t], cuts[t + 1]):
+            row, g0 = S[rows[p]], movies[p] * L
+            x, y = 0., 0.
+            for g in range(L):
+                a, b = gptr[g0 + g], gptr[g0 + g + 1]
+                s0, s1 = 0., 0.
+                while a + 1 < b:
+                    s0 += row[users[a]]; s1 += row[users[a + 1]]; a += 2
+                if a < b: s0 += row[users[a]]
+                x += levels[g] * (s0 + s1); y += s0 + s1
+            num[p], den[p] = x, y
+    return num, den
+
 @numba.njit(parallel=True, cache=True)
 def _item_sums_top_k(S, rows, indptr, indices, uvals, ptr, item_users, ivals, n_items, k):
     """(Σ s·v, Σ s, count), each (len(rows), n_items): for every item, over its k raters most similar to the user
@@ -565,12 +618,30 @@ def rater_index(ts):
     "Each movie's raters as row indices in the narrowest integer type (uint16 up to 65,536 users: less to stream)."
     return ts.item_users.astype(np.uint16 if ts.n_users <= 2 ** 16 else np.int64)
 
+MAX_LEVELS = 16   # values on a grid of at most this many levels (star ratings: 5; half stars: 10) are grouped
+
+def level_groups(ts, vals, # the training set and `_item_values` in its movie-major order
+                 users:np.ndarray|None=None, # `rater_index(ts)`, if already made
+                 max_levels:int=MAX_LEVELS) -> tuple|None:
+    """(levels, group pointers, raters): each movie's raters grouped by value, when the values lie on a grid of whole
+    or half units with at most `max_levels` levels (star ratings); None otherwise (centred values)."""
+    v = np.asarray(vals, np.float32)
+    if not len(v): return None
+    users = rater_index(ts) if users is None else users
+    for unit in (1., .5):
+        lo, hi = _grid_range(v, unit)
+        if lo <= hi and hi - lo < max_levels:
+            gptr, grouped = _group_raters(ts.item_ptr, users, v, unit, lo, int(hi - lo) + 1)
+            return (np.arange(int(hi - lo) + 1) + lo) * unit, gptr, grouped
+    return None
+
 def pair_sums(S, # a block of similarity rows (NumPy)
               rows, movies, # each pair's row of S and movie, pairs sorted by row
               ts:TrainSet, vals, # the training set and `_item_values` in its movie-major order
               k:int|None=None, # only the k most similar raters (None: all)
               users:np.ndarray|None=None, # `rater_index(ts)`, if already made
               nonneg:bool=False, # every similarity is ≥ 0 (and k is None): the count is 1 where Σ s > 0
+              groups:tuple|None=None, # `level_groups(ts, vals)`, if already made (used when `nonneg`)
              ) -> tuple:
     """(Σ s·v, Σ s, count) per pair over the movie's raters with positive similarity s (the k largest; ties: earliest
     raters), compiled with Numba and run on all cores; nothing of size pairs × raters is ever built."""
@@ -579,7 +650,9 @@ def pair_sums(S, # a block of similarity rows (NumPy)
     users = rater_index(ts) if users is None else users
     args = (S, np.asarray(rows, np.int64), np.asarray(movies, np.int64), ts.item_ptr, users, np.asarray(vals, np.float32))
     if nonneg and k is None:
-        num, den = _pair_sums_nonneg(*args, cuts)
+        groups = level_groups(ts, vals, users) if groups is None else groups
+        if groups: num, den = _pair_sums_levels(S, *args[1:3], groups[1], groups[2], groups[0], cuts)
+        else: num, den = _pair_sums_nonneg(*args, cuts)
         return num, den, (den > 0).astype(np.int64)
     return _pair_sums(*args, 0 if k is None else int(k), cuts)
 
@@ -607,7 +680,8 @@ def _numpy_fast(self, model, S, n, bu, bm):
         cnt[sel] = den[sel] > 0
         del X, F
     rest = np.flatnonzero(~sel)
-    num[rest], den[rest], cnt[rest] = pair_sums(S, bu[rest], bm[rest], ts, self._vals, users=self._raters, nonneg=True)
+    num[rest], den[rest], cnt[rest] = pair_sums(S, bu[rest], bm[rest], ts, self._vals, users=self._raters, nonneg=True,
+                                                  groups=self._groups)
     return num, den, cnt
 
 def _numpy_predict_sums(self, model, u, m, need_counts=False):
@@ -616,10 +690,11 @@ def _numpy_predict_sums(self, model, u, m, need_counts=False):
     if getattr(self, '_vals_key', None) != model.center:      # movie-major values (training order), made once
         self._vals = _item_values(ts, model.center)
         self._valsT = sp.csr_matrix((self._vals, ts.item_users, ts.item_ptr), shape=(ts.n_movies, n))
-        self._raters, self._vals_key = rater_index(ts), model.center
+        self._raters, self._vals_key, self._groups = rater_index(ts), model.center, False   # groups: made when needed
     num, den, cnt = np.zeros(len(u)), np.zeros(len(u)), np.zeros(len(u), np.int64)
     fast = (model.k is None and not need_counts and model.sim in ('cosine', 'cosine_common', 'msd')
             and (model.sim == 'msd' or ts.rating_range[0] >= 0))        # similarities ≥ 0: no clipping needed
+    if fast and self._groups is False: self._groups = level_groups(ts, self._vals, self._raters)
     for s, e, S in model._blocks(u):
         lo, hi = np.searchsorted(u, s), np.searchsorted(u, e)
         if lo == hi: continue

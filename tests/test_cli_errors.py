@@ -80,3 +80,15 @@ def test_main_job_with_an_unusable_study_storage(tmp_path):
     (tmp_path / 'db').mkdir()
     one_line_error(cli('run', '--size', 'tiny', '--out', tmp_path / 'run', '--stages', 'tune', '--storage', tmp_path / 'db',
                        '--no-progress'), 'recsys-nb run: error')
+
+
+@pytest.mark.parametrize('preset', [None, '1'])
+def test_console_sets_up_the_process(preset):
+    "The console script turns NumPy's huge pages off unless the user set them, runs `main` and exits with its status."
+    env = {k: v for k, v in ENV.items() if k != 'NUMPY_MADVISE_HUGEPAGE'} | ({'NUMPY_MADVISE_HUGEPAGE': preset} if preset else {})
+    code = ("import os, sys, gc, recsys_nb.cli as c\n"
+            "c.main = lambda: print(os.environ['NUMPY_MADVISE_HUGEPAGE'], 'numpy' in sys.modules) or 3\n"
+            "c.console()")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 3, r.stderr
+    assert r.stdout.split() == [preset or '0', 'False']      # set before NumPy is first imported
