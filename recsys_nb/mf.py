@@ -18,8 +18,8 @@ from .options import add_options, given_options
 # %% auto #0
 __all__ = ['MODES', 'TIME_TERMS', 'MF_CHOICES', 'MODE_DEFAULTS', 'RESUME_MAY_CHANGE', 'BACKENDS', 'NEURAL_PARAMS', 'MFConfig',
            'mf_config', 'MFData', 'as_mf_data', 'minibatch_ids', 'minibatch_order', 'chunk_layout', 'lr_factor',
-           'MFTrainerBase', 'MFRun', 'run_trainer', 'trainer_class', 'train_mf', 'fold_in_factors', 'neural_forward',
-           'MF', 'evaluate_mf', 'register_cli']
+           'MFTrainerBase', 'MFRun', 'run_trainer', 'check_backend', 'trainer_class', 'train_mf', 'fold_in_factors',
+           'neural_forward', 'MF', 'evaluate_mf', 'register_cli']
 
 # %% ../nbs/03_mf.ipynb #c007
 MODES = ('dense', 'sparse', 'als', 'bayes', 'sgd', 'svdpp', 'svdpp_flipped', 'timesvdpp_flipped', 'neural')
@@ -321,16 +321,19 @@ def run_trainer(trainer, # a `JaxMFTrainer` or `TorchMFTrainer`
 # %% ../nbs/03_mf.ipynb #c032
 BACKENDS = ('jax', 'torch')
 
+def check_backend(mode:str, backend:str):
+    "Raise a `ValueError` unless `backend` is one of `BACKENDS` and can train `mode`."
+    if backend not in BACKENDS: raise ValueError(f"backend must be 'jax' or 'torch', not {backend!r}")
+    if mode == 'neural' and backend != 'torch': raise ValueError("mode 'neural' trains with PyTorch only: use backend='torch'")
+
 def trainer_class(mode:str, # an MF mode (`MODES`)
                   backend:str='torch', # 'jax' or 'torch': only that framework is imported
                  ) -> type:
     "The trainer class of `mode` on `backend`, imported on first use."
-    if backend not in BACKENDS: raise ValueError(f"backend must be 'jax' or 'torch', got {backend!r}")
+    check_backend(mode, backend)
     if mode == 'sgd': from recsys_nb.mf_sgd import SGDMFTrainer as trainer          # Numba for both: XLA has no lock-free parallel SGD
     elif 'svdpp' in mode: from recsys_nb.accuracy import GibbsSVDppTrainer as trainer   # Gibbs sampling: Numba for both
-    elif mode == 'neural':
-        if backend != 'torch': raise ValueError("mode 'neural' trains with PyTorch only: use backend='torch'")
-        from recsys_nb.accuracy import NeuralMFTrainer as trainer
+    elif mode == 'neural': from recsys_nb.accuracy import NeuralMFTrainer as trainer
     elif backend == 'jax': from recsys_nb.mf_jax import JaxMFTrainer as trainer
     else: from recsys_nb.mf_torch import TorchMFTrainer as trainer
     return trainer
@@ -423,8 +426,7 @@ class MF(Estimator):
                  backend:str='torch', # the framework that trains: 'torch' or 'jax' (a saved model loads in either)
                  **config, # any `MFConfig` field, over the defaults of `mode` (`MODE_DEFAULTS`)
                 ):
-        if backend not in BACKENDS: raise ValueError(f"backend must be 'jax' or 'torch', not {backend!r}")
-        if mode == 'neural' and backend != 'torch': raise ValueError("mode 'neural' trains with PyTorch only: use backend='torch'")
+        check_backend(mode, backend)
         self.config = mf_config(mode, **config)
         self.mode, self.backend, self._overrides = mode, backend, dict(config)
 

@@ -25,8 +25,8 @@ from .stl_model import (Batches, STLConfig, STLModel, STL_CONFIGS, decode_image,
 from .stl_eval import STLEmbeddings, evaluate_stl, make_embeddings, split_pairs, top_k_products, triplet_scores
 
 # %% auto #0
-__all__ = ['STLRun', 'data_digest', 'train_stl', 'random_items', 'item_table_html', 'write_random_items', 'scene_page_html',
-           'write_recommendations', 'run_stl', 'recommend_stl', 'register_cli']
+__all__ = ['STLRun', 'data_digest', 'train_stl', 'random_items', 'item_table_html', 'html_page', 'write_random_items',
+           'scene_page_html', 'write_recommendations', 'run_stl', 'recommend_stl', 'register_cli']
 
 # %% ../nbs/20d_stl.ipynb #c116t
 _TRAJECTORY_KEYS = ('image_size', 'mode', 'filters', 'output_size', 'bn_momentum', 'learning_rate', 'schedule', 'steps',
@@ -189,6 +189,11 @@ def item_table_html(items:list, # (signature, category) pairs
         rows.append(f'<tr><td><code>{html.escape(sig)}</code></td><td>{html.escape(cat)}</td><td>{img}</td></tr>')
     return ('<table><tr><th>Key</th><th>Category</th><th>Image</th></tr>\n' + '\n'.join(rows) + '\n</table>')
 
+def html_page(title:str, body:str) -> str:
+    "A whole page around the HTML `body` (UTF-8, the title escaped): every page this chapter writes to a file."
+    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>'
+            f'<body style="font-family:sans-serif;margin:1em">\n{body}\n</body></html>\n')
+
 def write_random_items(catalog, # catalog file or dict
                        out_html, # HTML file to write
                        n:int=10, # number of items
@@ -201,8 +206,7 @@ def write_random_items(catalog, # catalog file or dict
     imgs = find_images(images) if isinstance(images, (str, Path)) else images
     out = Path(out_html); out.parent.mkdir(parents=True, exist_ok=True)
     body = item_table_html(random_items(cat, n, seed), imgs, out.parent, embed)
-    atomic_write_text(out, f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{n} random items</title></head>'
-                           f'<body>\n<h1>{n} random items</h1>\n{body}\n</body></html>\n')
+    atomic_write_text(out, html_page(f'{n} random items', f'<h1>{n} random items</h1>\n{body}'))
     return out
 
 # %% ../nbs/20d_stl.ipynb #c131
@@ -212,7 +216,6 @@ _PAGE_CSS = ('.stl{font-family:sans-serif;display:flex;gap:18px;align-items:flex
              '.stl .grid{display:grid;grid-template-columns:repeat(5,auto);gap:8px} .stl .item{font-size:11px;text-align:center;'
              'border:3px solid #ddd;padding:3px;width:{w}px} .stl .item.hit{border-color:#2e7d32;background:#e8f5e9}'
              '.stl .item code{font-size:9px}')
-_BODY = '<body style="font-family:sans-serif;margin:1em">'   # the pages written to files
 
 def scene_page_html(data:STLData, # the data set (images, catalog, pairs)
                     scene:str, # scene signature
@@ -262,13 +265,11 @@ def write_recommendations(model:STLModel, # trained model
     for s in shown:
         i = si[s]
         body = scene_page_html(data, s, recs[s], scores[i], out, embed)
-        atomic_write_text(out / f'scene_{s}.html', f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>scene {s}</title>'
-                                                   f'</head>{_BODY}<p><a href="index.html">all scenes</a></p>{body}</body></html>\n')
+        atomic_write_text(out / f'scene_{s}.html', html_page(f'scene {s}', f'<p><a href="index.html">all scenes</a></p>{body}'))
         hits = len(set(recs[s]) & set(data.pairs.loc[data.pairs['scene'] == s, 'product']))
         links.append(f'<li><a href="scene_{s}.html">{s}</a> — {hits} of its products in the top {k}</li>')
-    atomic_write_text(out / 'index.html', f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>Shop the Look</title></head>'
-                                         f'{_BODY}<h1>Top {k} products for {len(shown)} test scenes</h1><ul>{"".join(links)}</ul>'
-                                         f'</body></html>\n')
+    atomic_write_text(out / 'index.html', html_page('Shop the Look', f'<h1>Top {k} products for {len(shown)} test scenes</h1>'
+                                                                    f'<ul>{"".join(links)}</ul>'))
     return {'out': str(out), 'scenes': len(recs), 'k': k, 'pages': len(shown), 'products': len(emb.products)}
 
 # %% ../nbs/20d_stl.ipynb #c135
