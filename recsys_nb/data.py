@@ -212,7 +212,7 @@ def _table_ratings(path, table:pa.Table, fmt:RatingFormat, rating_scale, skip:in
         if (anynull & ~blank).any(): _scan_for_error(path, fmt, skip)
         table = table.filter(pa.array(~blank))
     if report is not None: report['blank_lines'] = report.get('blank_lines', 0) + (int(blank.sum()) if blank is not None else 0)
-    cols = {c: table.column(c).to_numpy() for c in table.column_names}
+    cols = {c: np.require(table.column(c).to_numpy(), requirements='W') for c in table.column_names}   # a one-chunk column is Arrow's read-only memory: copied
     if movie_id is not None: cols['movie_id'] = np.full(len(cols['user_id']), movie_id, np.int32)
     if fmt.time == 'unix': cols['date'] = cols['date'].view('datetime64[s]')   # any int64 fits: no overflow
     else: cols['date'] = cols['date'].astype('datetime64[s]')                 # from days

@@ -89,6 +89,31 @@ def test_duplicates_and_unseen_are_counted(tmp_path):
         make_rating_data(tr.copy(), te.copy(), duplicates='error')
 
 
+def test_policies_recount_what_they_change():
+    "Repeats in test alone, and dropped unseen ratings: the maps, codes and overlap are those of what is kept."
+    cols = ['user_id', 'movie_id', 'rating', 'date']
+    day = lambda s: np.datetime64(s, 's')
+    tr = pd.DataFrame([[1, 1, 3., day('2005-01-01')], [2, 2, 4., day('2005-01-01')]], columns=cols)
+    te = pd.DataFrame([[1, 1, 2., day('2005-01-02')], [1, 1, 5., day('2005-01-03')], [9, 2, 1., day('2005-01-03')],
+                       [2, 7, 1., day('2005-01-03')]], columns=cols)
+    for df in (tr, te): df['rating'] = df['rating'].astype(np.float32)
+    d = make_rating_data(tr.copy(), te.copy(), unseen='drop')
+    assert (d.report['train_duplicates'], d.report['test_duplicates']) == (0, 1)
+    assert d.report['test_ratings_dropped_unseen'] == 2 and d.report['train_test_overlap'] == 1
+    assert d.users.ids.tolist() == [1, 2] and d.movies.ids.tolist() == [1, 2]    # user 9 and movie 7 left with their ratings
+    assert d.test[['user', 'movie', 'rating']].values.tolist() == [[0, 0, 5.0]]   # the latest of the repeated pair
+    assert d.train[['user', 'movie']].values.tolist() == [[0, 0], [1, 1]]
+
+
+def test_read_frames_are_writable(tmp_path):
+    "Columns come from Arrow without a pandas copy, yet a reader's frame can be changed in place."
+    f = tmp_path / 'netflix_train.txt'; f.write_text('1 2 3 2005-01-01\n2 3 4 2005-01-02\n')
+    df = read_ratings(f)
+    df.loc[0, 'rating'] = 5.0; df['user_id'] += 1
+    assert df['rating'].tolist() == [5.0, 4.0] and df['user_id'].tolist() == [2, 3]
+    assert df.dtypes.astype(str).tolist() == ['int32', 'int32', 'float32', 'datetime64[s]']
+
+
 def test_synth_tiny_shape_and_report(tmp_path):
     d = load_netflix(synth_netflix(tmp_path / 't', 'tiny', seed=3))
     s = d.summary()
