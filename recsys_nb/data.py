@@ -451,16 +451,17 @@ def _presence(ids:np.ndarray, size:int) -> np.ndarray:
     return t
 
 def _isin_ids(a:np.ndarray, b:np.ndarray) -> np.ndarray:
-    "`np.isin(a, b)` for non-negative integer ids, linear time when the id range is moderate."
+    "`np.isin(a, b)` for integer ids, linear time when they are non-negative and their range is moderate."
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
     hi = int(max(a.max(initial=0), b.max(initial=0))) + 1
-    if hi > 200_000_000: return np.isin(a, b)
+    if hi > 200_000_000 or min(a.min(initial=0), b.min(initial=0)) < 0: return np.isin(a, b)
     return _presence(b, hi)[a]
 
 PAIR_BITS_MAX = 2 ** 31   # pair keys below this: two bitsets (at most 256 MB each); above it: sorts
 
 @numba.njit(cache=True)
 def _pair_bits(k_train, k_test, size):
+    "(repeats in train, repeats in test, test keys also in train) of keys in [0, size): a bitset a part, one pass each."
     tr = np.zeros((size + 63) // 64, np.uint64); te = np.zeros_like(tr)
     rep_train, rep_test, overlap = 0, 0, 0
     for k in k_train:
@@ -484,10 +485,11 @@ def _pair_counts(k_train, k_test, # one int64 key per (user, movie) pair, equal 
     return int(np.count_nonzero(a[1:] == a[:-1])), int(np.count_nonzero(b[1:] == b[:-1])), int(overlap)
 
 def _unique_ids(*arrays) -> np.ndarray:
-    "Sorted unique non-negative integer ids of all `arrays`."
+    "Sorted unique integer ids of all `arrays`: a presence table when they are non-negative and their range moderate."
     arrays = [np.asarray(x) for x in arrays]
     hi = max((int(a.max()) for a in arrays if len(a)), default=0) + 1
-    if hi > 200_000_000: return np.unique(np.concatenate([a.astype(np.int64) for a in arrays]))
+    if hi > 200_000_000 or any(a.min() < 0 for a in arrays if len(a)):
+        return np.unique(np.concatenate([a.astype(np.int64) for a in arrays]))
     t = np.zeros(hi, bool)
     for a in arrays: t[a] = True
     return np.flatnonzero(t)
