@@ -156,8 +156,9 @@ def console():
     measured best. NumPy asks the kernel for huge pages for big arrays unless `NUMPY_MADVISE_HUGEPAGE=0`; on the
     virtual machines we run on that made the first write to fresh memory slower and the `usercf` command 0.3 s slower
     (3.3 s against 3.0 s); MF by SGD at the Prize's shape laid out its blocks 0.4 s faster with them (3.6 s against
-    4.0 s, of a run of about a minute) and ran its epochs at the same speed. So they are off unless you set it. After the result is printed, `gc.freeze()` spares the exit
-    a last garbage collection over everything PyTorch or JAX made (0.5 s)."""
+    4.0 s, of a run of about a minute) and ran its epochs at the same speed. So they are off unless you set it. After
+    the result is printed, `gc.freeze()` spares the exit a last garbage collection over everything PyTorch or JAX made
+    (0.5 s)."""
     os.environ.setdefault('NUMPY_MADVISE_HUGEPAGE', '0')   # read when NumPy is imported, which `main` does later
     rc = main()
     gc.freeze()

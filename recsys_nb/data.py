@@ -401,18 +401,16 @@ class IdMap:
     def __repr__(self): return f'IdMap({len(self)} ids: {self.ids[:3].tolist()}…)'
     def index(self, raw, missing:int|None=None) -> np.ndarray:
         "Dense indices of `raw` ids; unknown ids raise, or map to `missing` when given."
-        a = np.asarray(raw) if isinstance(raw, np.ndarray) else None
-        if a is not None and a.dtype.kind == 'i' and a.ndim == 1 and self.sorted and self.table is not None \
-                and (not len(a) or (a.min() >= 0 and a.max() < len(self.table))):
-            pos = self.table[a]                                          # integer ids in the table's range: one gather
-            if not len(pos) or pos.min() >= 0: return pos
-        raw = _id_array(raw)
-        if self.sorted and raw.dtype == np.int64 and self.table is not None:   # a direct table: one gather
+        keep = self.sorted and isinstance(raw, np.ndarray) and raw.dtype.kind == 'i' and raw.ndim == 1   # integer ids, map:
+        raw = raw if keep else _id_array(raw)                                          # any width as given (no int64 copy)
+        if self.sorted and raw.dtype.kind == 'i' and self.table is not None:   # a direct table: one gather
             t = self.table
-            inside = (raw >= 0) & (raw < len(t))
-            pos = np.where(inside, t[np.where(inside, raw, 0)], -1) if not inside.all() else t[raw]
+            if not raw.size or (raw.min() >= 0 and raw.max() < len(t)): pos = t[raw]
+            else:
+                inside = (raw >= 0) & (raw < len(t))
+                pos = np.where(inside, t[np.where(inside, raw, 0)], -1)
             ok = pos >= 0
-        elif self.sorted and raw.dtype == np.int64:
+        elif self.sorted and raw.dtype.kind == 'i':
             pos = np.searchsorted(self.ids, raw).clip(0, max(len(self.ids) - 1, 0))
             ok = (self.ids[pos] == raw) if len(self.ids) else np.zeros(raw.shape, bool)
         else:
@@ -421,7 +419,7 @@ class IdMap:
         if not ok.all():
             if missing is None: raise KeyError(f'{int((~ok).sum())} unknown ids, e.g. {raw[~ok][:5].tolist()}')
             pos = np.where(ok, pos, missing)
-        return pos.astype(np.int32)
+        return pos.astype(np.int32, copy=False)
     def raw(self, rows) -> np.ndarray:
         "Raw ids of dense indices `rows`."
         return self.ids[np.asarray(rows)]

@@ -641,7 +641,7 @@ def pair_sums(S, # a block of similarity rows (NumPy)
               k:int|None=None, # only the k most similar raters (None: all)
               users:np.ndarray|None=None, # `rater_index(ts)`, if already made
               nonneg:bool=False, # every similarity is ≥ 0 (and k is None): the count is 1 where Σ s > 0
-              groups:tuple|None=None, # `level_groups(ts, vals)`, if already made (used when `nonneg`)
+              groups:tuple|None=None, # `level_groups(ts, vals)` if already made, `()` when it found no grid (used when `nonneg`)
              ) -> tuple:
     """(Σ s·v, Σ s, count) per pair over the movie's raters with positive similarity s (the k largest; ties: earliest
     raters), compiled with Numba and run on all cores; nothing of size pairs × raters is ever built."""
@@ -690,11 +690,11 @@ def _numpy_predict_sums(self, model, u, m, need_counts=False):
     if getattr(self, '_vals_key', None) != model.center:      # movie-major values (training order), made once
         self._vals = _item_values(ts, model.center)
         self._valsT = sp.csr_matrix((self._vals, ts.item_users, ts.item_ptr), shape=(ts.n_movies, n))
-        self._raters, self._vals_key, self._groups = rater_index(ts), model.center, False   # groups: made when needed
+        self._raters, self._vals_key, self._groups = rater_index(ts), model.center, None   # groups: made when needed
     num, den, cnt = np.zeros(len(u)), np.zeros(len(u)), np.zeros(len(u), np.int64)
     fast = (model.k is None and not need_counts and model.sim in ('cosine', 'cosine_common', 'msd')
             and (model.sim == 'msd' or ts.rating_range[0] >= 0))        # similarities ≥ 0: no clipping needed
-    if fast and self._groups is False: self._groups = level_groups(ts, self._vals, self._raters)
+    if fast and self._groups is None: self._groups = level_groups(ts, self._vals, self._raters) or ()   # (): no grid, once
     for s, e, S in model._blocks(u):
         lo, hi = np.searchsorted(u, s), np.searchsorted(u, e)
         if lo == hi: continue
